@@ -1,0 +1,350 @@
+"""A local stand-in for the Octopus RPA webhook service, faithful to the vendor's documented contract.
+
+Where the vendor documents nothing (codes for a disabled trigger or unknown robot, the rate-limit
+answer), the emulator answers in the vendor's error shape with codes of its own, named in the
+README; tests of the provider must not rely on those codes being the vendor's.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+import logging
+import math
+import re
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from limits import parse_many, storage, strategies
+
+from airflow_octorpa.emulator.config import EmulatorConfig, WebhookSpec, default_config
+
+log = logging.getLogger(__name__)
+
+INVOKE_PATH = re.compile(r"^/api/v1/bots/webhooks/(?P<id>[^/]+)/invoke/?$")
+CONTROL_PREFIX = "/_emulator"
+# .NET ticks (100 ns since 0001-01-01) at the Unix epoch: the vendor's flowProcessNo looks like ticks.
+_TICKS_AT_UNIX_EPOCH = 621_355_968_000_000_000
+_RATE_LIMIT_KEY = "account"  # one budget for the whole account, as the shared notes assume
+
+
+class _Refusal(Exception):
+    """A call the service refuses, in the vendor's failure shape."""
+
+    def __init__(self, status: int, code: str, description: str, retry_after: int | None = None):
+        super().__init__(code)
+        self.status = status
+        self.code = code
+        self.description = description
+        self.retry_after = retry_after
+
+
+def expected_sign(timestamp: str, secret: str) -> str:
+    """The signature the service expects (written apart from the hook's, as the vendor's is)."""
+    digest = hmac.new((timestamp + "\n" + secret).encode("utf-8"), None, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+class EmulatorState:
+    """The emulated account: configuration, rate-limit windows and the record of calls and runs."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self._limits = parse_many(config.rate_limits)
+        self._storage = storage.MemoryStorage()
+        self._limiter = strategies.MovingWindowRateLimiter(self._storage)
+        self._seq = itertools.count(1)
+        self._last_ticks = 0
+        self.calls: list[dict[str, Any]] = []
+        self.runs: list[dict[str, Any]] = []
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls.clear()
+            self.runs.clear()
+            self._storage.reset()
+
+    def put_webhook(self, spec: WebhookSpec) -> None:
+        with self._lock:
+            self.config.webhooks[spec.id] = spec
+            self.config.robots.add(spec.robot)
+
+    def snapshot(self, what: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return json.loads(json.dumps(getattr(self, what), ensure_ascii=False))
+
+    def public_config(self) -> dict[str, Any]:
+        """The configuration without secrets (only whether each webhook has one)."""
+        with self._lock:
+            return {
+                "enterprise_id": self.config.enterprise_id,
+                "rate_limits": self.config.rate_limits,
+                "timestamp_tolerance": self.config.timestamp_tolerance,
+                "robots": sorted(self.config.robots),
+                "webhooks": [
+                    {
+                        "id": w.id,
+                        "robot": w.robot,
+                        "enabled": w.enabled,
+                        "signed": w.secret is not None,
+                        "app": {"name": w.app.name, "flow_id": w.app.flow_id, "inputs": w.app.inputs},
+                    }
+                    for w in self.config.webhooks.values()
+                ],
+            }
+
+    def invoke(self, webhook_id: str, raw_body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Handle one webhook call; return (status, JSON body, extra headers) and record it."""
+        received_at = time.time()
+        call: dict[str, Any] = {"webhook_id": webhook_id, "received_at": received_at}
+        with self._lock:
+            call["seq"] = next(self._seq)
+            try:
+                body = self._parse_body(raw_body, call)
+                webhook = self._webhook(webhook_id)
+                self._take_rate_limit()
+                self._check_signature(webhook, body, received_at)
+                run = self._start_run(webhook, body, received_at)
+            except _Refusal as refusal:
+                call.update(status=refusal.status, code=refusal.code)
+                self.calls.append(call)
+                headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after is not None else {}
+                return refusal.status, self._failure(refusal), headers
+            call.update(status=200, code=None, flow_process_no=run["flow_process_no"])
+            self.calls.append(call)
+            self.runs.append(run)
+            answer = {
+                "enterpriseId": self.config.enterprise_id,
+                "flowId": webhook.app.flow_id,
+                "flowProcessNo": run["flow_process_no"],
+            }
+            return 200, answer, {}
+
+    @staticmethod
+    def _failure(refusal: _Refusal) -> dict[str, Any]:
+        return {"code": refusal.code, "description": refusal.description, "requestId": uuid.uuid4().hex}
+
+    @staticmethod
+    def _parse_body(raw_body: bytes, call: dict[str, Any]) -> dict[str, Any]:
+        try:
+            parsed = json.loads(raw_body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise _Refusal(400, "InvalidRequestBody", "The body is not UTF-8 JSON.") from None
+        if not isinstance(parsed, dict):
+            raise _Refusal(400, "InvalidRequestBody", "The body must be a JSON object.")
+        # The service reads field names case-insensitively (the vendor's C#/Java send PascalCase).
+        body = {str(k).lower(): v for k, v in parsed.items()}
+        # Recorded for tests and the demo; the sign value itself is never kept.
+        call.update(
+            field_names=sorted(parsed),
+            timestamp=body.get("timestamp"),
+            signed=bool(body.get("sign")),
+            params=body.get("params"),
+            specified_bot=body.get("specifiedbot"),
+        )
+        return body
+
+    def _webhook(self, webhook_id: str) -> WebhookSpec:
+        webhook = self.config.webhooks.get(webhook_id)
+        if webhook is None:
+            raise _Refusal(404, "WebhookNotFound", f"No webhook trigger has the id {webhook_id!r}.")
+        if not webhook.enabled:
+            raise _Refusal(400, "WebhookDisabled", "The webhook trigger is not enabled (启动触发器).")
+        return webhook
+
+    def _take_rate_limit(self) -> None:
+        if all(self._limiter.test(limit, _RATE_LIMIT_KEY) for limit in self._limits):
+            for limit in self._limits:
+                self._limiter.hit(limit, _RATE_LIMIT_KEY)
+            return
+        reset_at = max(
+            self._limiter.get_window_stats(limit, _RATE_LIMIT_KEY).reset_time
+            for limit in self._limits
+            if not self._limiter.test(limit, _RATE_LIMIT_KEY)
+        )
+        raise _Refusal(
+            429,
+            "TooManyRequests",
+            f"Rate limit {self.config.rate_limits} exceeded.",
+            retry_after=max(1, math.ceil(reset_at - time.time())),
+        )
+
+    def _check_signature(self, webhook: WebhookSpec, body: dict[str, Any], now: float) -> None:
+        if webhook.secret is None:
+            return  # the trigger's signature check is off: sign is ignored
+        refusal = _Refusal(
+            400,
+            "SignatureVerificationFailureOrTimestampExpired",
+            "Signature verification failed or the timestamp expired.",
+        )
+        timestamp, sent_sign = body.get("timestamp"), body.get("sign")
+        if not isinstance(timestamp, (str, int)) or not isinstance(sent_sign, str):
+            raise refusal
+        try:
+            seconds = int(timestamp)
+        except ValueError:
+            raise refusal from None
+        if abs(now - seconds) > self.config.timestamp_tolerance:
+            raise refusal
+        if not hmac.compare_digest(sent_sign, expected_sign(str(timestamp), webhook.secret)):
+            raise refusal
+
+    def _start_run(self, webhook: WebhookSpec, body: dict[str, Any], now: float) -> dict[str, Any]:
+        params = body.get("params")
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise _Refusal(400, "InvalidParams", "params must be a JSON object of input variables.")
+        robot = body.get("specifiedbot") or webhook.robot
+        if not isinstance(robot, str) or robot not in self.config.robots:
+            raise _Refusal(400, "RobotNotFound", f"No robot has the id {robot!r}.")
+        inputs = {**webhook.app.inputs, **{k: v for k, v in params.items() if k in webhook.app.inputs}}
+        run = {
+            "flow_process_no": self._next_flow_process_no(now),
+            "flow_id": webhook.app.flow_id,
+            "webhook_id": webhook.id,
+            "app": webhook.app.name,
+            "robot": robot,
+            "started_at": now,
+            "params": params,
+            "inputs": inputs,
+            "ignored_params": sorted(k for k in params if k not in webhook.app.inputs),
+            "status": "started",
+        }
+        if webhook.app.behaviour == "vendor_example":
+            run.update(_vendor_example_messages(inputs))
+        return run
+
+    def _next_flow_process_no(self, now: float) -> str:
+        ticks = max(_TICKS_AT_UNIX_EPOCH + int(now * 10_000_000), self._last_ticks + 1)
+        self._last_ticks = ticks
+        return str(ticks)
+
+
+def _vendor_example_messages(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The vendor page's sample app: a box titled 变量1 showing 变量2, then "计算" with 变量3 halved.
+
+    The page shows 5 for 变量3 = 10; halving is the plainest rule that matches it.
+    """
+    first = {"title": str(inputs["变量1"]), "text": str(inputs["变量2"])}
+    value = inputs["变量3"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return {"status": "failed", "messages": [first], "error": f"变量3 is not a number: {value!r}"}
+    half = value / 2
+    shown = int(half) if float(half).is_integer() else half
+    return {"messages": [first, {"title": "计算", "text": str(shown)}]}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: EmulatorHTTPServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        log.debug("%s - %s", self.address_string(), format % args)
+
+    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        state = self.server.state
+        path = self.path.split("?", 1)[0]
+        if match := INVOKE_PATH.match(path):
+            status, payload, headers = state.invoke(match["id"], self._read_body())
+            self._send(status, payload, headers)
+        elif path == f"{CONTROL_PREFIX}/reset":
+            self._read_body()
+            state.reset()
+            self._send(200, {"reset": True})
+        elif path.startswith(f"{CONTROL_PREFIX}/webhooks/"):
+            spec = json.loads(self._read_body() or b"{}")
+            spec["id"] = path.rsplit("/", 1)[1]
+            state.put_webhook(WebhookSpec.from_dict(spec))
+            self._send(200, {"webhook": spec["id"]})
+        else:
+            self._send(404, {"code": "NotFound", "description": f"No route for POST {path}."})
+
+    def do_GET(self) -> None:  # noqa: N802
+        state = self.server.state
+        path = self.path.split("?", 1)[0]
+        routes = {
+            f"{CONTROL_PREFIX}/health": lambda: {"status": "ok"},
+            f"{CONTROL_PREFIX}/calls": lambda: state.snapshot("calls"),
+            f"{CONTROL_PREFIX}/runs": lambda: state.snapshot("runs"),
+            f"{CONTROL_PREFIX}/config": state.public_config,
+        }
+        if path in routes:
+            self._send(200, routes[path]())
+        elif INVOKE_PATH.match(path):
+            # A webhook only takes POST; answering lets a connection test reach it safely.
+            self._send(405, {"code": "MethodNotAllowed", "description": "Use POST."}, {"Allow": "POST"})
+        else:
+            self._send(404, {"code": "NotFound", "description": f"No route for GET {path}."})
+
+    do_HEAD = do_GET
+
+
+class EmulatorHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], state: EmulatorState) -> None:
+        super().__init__(address, _Handler)
+        self.state = state
+
+
+class OctoRpaEmulator:
+    """Run the emulator in a background thread; ``with OctoRpaEmulator() as emu: emu.webhook_url(...)``."""
+
+    def __init__(self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.state = EmulatorState(config or default_config())
+        self._server = EmulatorHTTPServer((host, port), self.state)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._server.server_address[0]}:{self.port}"
+
+    def webhook_url(self, webhook_id: str) -> str:
+        return f"{self.url}/api/v1/bots/webhooks/{webhook_id}/invoke"
+
+    def start(self) -> OctoRpaEmulator:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="octorpa-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> OctoRpaEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+__all__ = ["EmulatorState", "OctoRpaEmulator", "expected_sign"]

@@ -1,0 +1,104 @@
+"""Errors raised by the Octopus RPA provider.
+
+Every error says what was wrong and what to do. None of them ever carries the signing
+secret or a ``sign`` value: they are built from the connection id, the HTTP status and the
+vendor's ``code``/``description`` only.
+"""
+
+from __future__ import annotations
+
+from airflow.exceptions import AirflowException
+
+# What a user can do about the vendor's known error codes. The vendor documents one code in
+# public; the rest are unknown (see shared notes), so they get the generic advice below.
+_ADVICE_BY_CODE = {
+    "SignatureVerificationFailureOrTimestampExpired": (
+        "The service rejected the signature or found the timestamp stale. Check that the "
+        "connection's password is the webhook's current signing secret (签名密钥), or empty when "
+        "the trigger's signature check is off, and that the worker's clock is synchronised (NTP): "
+        "timestamps more than an hour from the service's time are refused."
+    ),
+}
+_ADVICE_RATE_LIMITED = (
+    "The service refused the call for its rate limit (5 calls per second, 20 per minute per "
+    "account). No run was started; send it again after the window allows, and keep every "
+    "trigger task in the 'octorpa' pool."
+)
+_ADVICE_DEFAULT = (
+    "Check in the Octopus RPA console that the webhook trigger exists and is enabled (启动触发器), "
+    "that its robot is online, and that the parameter names match the app's input variables."
+)
+
+
+class OctoRpaError(AirflowException):
+    """Base class of every error this provider raises."""
+
+
+class OctoRpaConfigurationError(OctoRpaError, ValueError):
+    """The connection or the task arguments cannot produce a correct call; nothing was sent."""
+
+
+class OctoRpaInvalidParamsError(OctoRpaConfigurationError, TypeError):
+    """The app parameters cannot be sent as the vendor expects; nothing was sent."""
+
+
+class OctoRpaTransportError(OctoRpaError):
+    """The HTTP exchange itself failed (connection refused, timeout, reset).
+
+    ``request_sent`` tells whether the request may have reached the service: when it is
+    ``False`` the call certainly started nothing; when ``True`` a run may have started.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
+
+
+class OctoRpaWebhookError(OctoRpaError):
+    """The webhook answered with something other than HTTP 200.
+
+    Carries the vendor's failure fields: ``status`` (HTTP), ``code``, ``description`` and
+    ``request_id`` (each ``None`` when the body did not hold it).
+    """
+
+    def __init__(
+        self,
+        *,
+        status: int,
+        code: str | None,
+        description: str | None,
+        request_id: str | None,
+        conn_id: str,
+        body_excerpt: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.description = description
+        self.request_id = request_id
+        self.conn_id = conn_id
+        self.body_excerpt = body_excerpt
+        self.retry_after = retry_after
+        super().__init__(self._message())
+
+    @property
+    def is_rate_limited(self) -> bool:
+        """True when the service refused the call for its rate limit (nothing started)."""
+        return self.status == 429 or "limit" in (self.code or "").lower()
+
+    def _advice(self) -> str:
+        if self.is_rate_limited:
+            return _ADVICE_RATE_LIMITED
+        return _ADVICE_BY_CODE.get(self.code or "", _ADVICE_DEFAULT)
+
+    def _message(self) -> str:
+        parts = [f"Octopus RPA webhook (connection {self.conn_id!r}) answered HTTP {self.status}"]
+        if self.code:
+            parts.append(f"code {self.code!r}")
+        if self.description:
+            parts.append(f"description {self.description!r}")
+        if self.request_id:
+            parts.append(f"requestId {self.request_id!r}")
+        if self.code is None and self.body_excerpt is not None:
+            parts.append(f"non-JSON body starting {self.body_excerpt!r}")
+        return ", ".join(parts) + ". " + self._advice()

@@ -1,0 +1,382 @@
+"""Hook for the 八爪鱼RPA (Octopus RPA) webhook trigger: signs and sends one call that starts an app."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airflow.providers.common.compat.sdk import BaseHook
+
+from airflow_octorpa.exceptions import (
+    OctoRpaConfigurationError,
+    OctoRpaInvalidParamsError,
+    OctoRpaTransportError,
+    OctoRpaWebhookError,
+)
+
+if TYPE_CHECKING:
+    import requests
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_RATE_LIMITS = "5/second;20/minute"
+# How much of a non-JSON error body (a gateway's HTML page) an error message quotes.
+_EXCERPT_CHARS = 200
+
+
+def sign(timestamp: str, secret: str) -> str:
+    """Return the vendor's signature for ``timestamp`` and ``secret``.
+
+    Base64(HMAC-SHA256(key = timestamp + "\\n" + secret, message = empty)), key UTF-8, exactly as
+    the vendor's samples compute it (the secret is part of the key; the message is empty).
+    """
+    key = f"{timestamp}\n{secret}".encode()
+    return base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode("ascii")
+
+
+def _check_json_value(value: Any, path: str) -> None:
+    """Raise when ``value`` cannot travel as JSON with its type intact (``path`` names it)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise OctoRpaInvalidParamsError(
+                f"app_params{path} is {value!r}, which JSON cannot carry. Send a finite number, "
+                "or None for an empty value."
+            )
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise OctoRpaInvalidParamsError(
+                    f"app_params{path} has the key {key!r} of type {type(key).__name__}; JSON object "
+                    "keys must be strings. Convert it with str() before passing it."
+                )
+            _check_json_value(item, f"{path}[{key!r}]")
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_json_value(item, f"{path}[{index}]")
+        return
+    raise OctoRpaInvalidParamsError(
+        f"app_params{path} is a {type(value).__name__} ({value!r:.80}), which JSON cannot carry. "
+        "Convert it to a string, number, boolean, list or mapping before passing it "
+        "(for example a datetime with .isoformat(), a Decimal with str() or float())."
+    )
+
+
+def validate_app_params(app_params: Any) -> dict[str, Any]:
+    """Return ``app_params`` as a dict once it is known to serialise to JSON unchanged."""
+    if app_params is None:
+        return {}
+    if not isinstance(app_params, Mapping):
+        raise OctoRpaInvalidParamsError(
+            f"app_params must be a mapping of the app's input variable names to values, got a "
+            f"{type(app_params).__name__}: {app_params!r:.120}."
+        )
+    _check_json_value(app_params, "")
+    return dict(app_params)
+
+
+def build_payload(
+    app_params: Mapping[str, Any] | None,
+    *,
+    secret: str | None,
+    bot_id: str | None = None,
+    timestamp: str | None = None,
+) -> dict[str, Any]:
+    """Build the webhook body: ``sign``, ``params``, ``timestamp`` and, when set, ``SpecifiedBot``.
+
+    ``sign`` is empty when there is no secret (the trigger's signature check is off).
+    """
+    params = validate_app_params(app_params)
+    if bot_id is not None and not isinstance(bot_id, str):
+        raise OctoRpaConfigurationError(
+            f"bot_id must be a string (the robot id from the Octopus RPA console), got "
+            f"{type(bot_id).__name__}: {bot_id!r}."
+        )
+    timestamp = timestamp if timestamp is not None else str(int(time.time()))
+    body: dict[str, Any] = {
+        "sign": sign(timestamp, secret) if secret else "",
+        "params": params,
+        "timestamp": timestamp,
+    }
+    if bot_id:
+        body["SpecifiedBot"] = bot_id
+    return body
+
+
+@dataclass(frozen=True)
+class TriggerResult:
+    """What the service says about the run it started."""
+
+    flow_process_no: str | None
+    flow_id: str | None
+    enterprise_id: str | None
+
+    def to_dict(self) -> dict[str, str | None]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class OctoRpaWebhookConfig:
+    """The connection's settings, checked; built by :meth:`OctoRpaHook.get_conn`."""
+
+    url: str
+    secret: str
+    bot_id: str | None
+    timeout: float
+    rate_limits: str
+
+    def __repr__(self) -> str:
+        # The secret never appears in a repr.
+        return (
+            f"OctoRpaWebhookConfig(url={self.url!r}, secret={'***' if self.secret else ''!r}, "
+            f"bot_id={self.bot_id!r}, timeout={self.timeout!r}, rate_limits={self.rate_limits!r})"
+        )
+
+
+class OctoRpaHook(BaseHook):
+    """
+    Call an 八爪鱼RPA (Octopus RPA) webhook trigger to start an RPA app on a robot.
+
+    The connection holds the webhook URL in ``host``, the signing secret (签名密钥) in
+    ``password`` (empty when the trigger's signature check is off) and, in ``extra``,
+    ``bot_id`` (default robot), ``timeout`` (seconds, default 30) and ``rate_limits``
+    (default ``"5/second;20/minute"``).
+
+    :param octorpa_conn_id: The Airflow connection of type ``octorpa``.
+    :param timeout: Seconds to wait for the service; overrides the connection's ``timeout``.
+    """
+
+    conn_name_attr = "octorpa_conn_id"
+    default_conn_name = "octorpa_default"
+    conn_type = "octorpa"
+    hook_name = "八爪鱼RPA (Octopus RPA) Webhook"
+
+    def __init__(self, octorpa_conn_id: str = default_conn_name, *, timeout: float | None = None) -> None:
+        super().__init__()
+        self.octorpa_conn_id = octorpa_conn_id
+        self._timeout_override = timeout
+
+    def _error(self, problem: str) -> OctoRpaConfigurationError:
+        return OctoRpaConfigurationError(f"Octopus RPA connection {self.octorpa_conn_id!r} {problem}")
+
+    @cached_property
+    def config(self) -> OctoRpaWebhookConfig:
+        """The connection's settings, read once and checked before any request is made."""
+        from airflow.exceptions import AirflowNotFoundException
+
+        try:
+            conn = self.get_connection(self.octorpa_conn_id)
+        except AirflowNotFoundException:
+            raise self._error(
+                "is not defined. Create it (Admin > Connections, type 'Octopus RPA') or set the "
+                f"environment variable AIRFLOW_CONN_{self.octorpa_conn_id.upper()}."
+            ) from None
+        extra = conn.extra_dejson
+        return OctoRpaWebhookConfig(
+            url=self._webhook_url(conn.host, conn.schema, conn.port, extra),
+            secret=conn.password or "",
+            bot_id=self._extra_bot_id(extra),
+            timeout=self._extra_timeout(extra),
+            rate_limits=self._extra_rate_limits(extra),
+        )
+
+    def _webhook_url(self, host: str | None, schema: str | None, port: int | None, extra: dict) -> str:
+        """Return the webhook URL the connection describes.
+
+        The host holds the whole URL as copied from the vendor console. A connection written in
+        Airflow's URI form cannot hold a URL in its host, so there the host is the server name,
+        the path sits in the schema and the scheme (default https) in the ``scheme`` extra.
+        """
+        host = (host or "").strip()
+        if not host:
+            raise self._error(
+                "has no webhook URL. Put the URL copied from the Octopus RPA console "
+                "(https://api-rpa.bazhuayu.com/api/v1/bots/webhooks/<id>/invoke) in the Host field."
+            )
+        if "://" in host:
+            url = host
+        else:
+            netloc = f"{host}:{port}" if port else host
+            url = f"{extra.get('scheme') or 'https'}://{netloc}/{(schema or '').lstrip('/')}"
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self._error(
+                f"has the webhook URL {url!r}, which is not an http(s) URL. Copy the whole URL "
+                "from the Octopus RPA console, starting with https://."
+            )
+        return url
+
+    def _extra_bot_id(self, extra: dict) -> str | None:
+        bot_id = extra.get("bot_id")
+        if bot_id in (None, ""):
+            return None
+        if not isinstance(bot_id, str):
+            raise self._error(f"has a bot_id extra of type {type(bot_id).__name__}; give the robot id as a string.")
+        return bot_id
+
+    def _extra_timeout(self, extra: dict) -> float:
+        raw = self._timeout_override if self._timeout_override is not None else extra.get("timeout")
+        if raw in (None, ""):
+            return DEFAULT_TIMEOUT
+        try:
+            timeout = float(raw)
+        except (TypeError, ValueError):
+            timeout = math.nan
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise self._error(f"has the timeout {raw!r}; give a positive number of seconds.")
+        return timeout
+
+    def _extra_rate_limits(self, extra: dict) -> str:
+        rate_limits = extra.get("rate_limits") or DEFAULT_RATE_LIMITS
+        from limits import parse_many  # lazily: DAG files import this module at every parse
+
+        try:
+            parse_many(rate_limits)
+        except ValueError:
+            raise self._error(
+                f"has the rate_limits {rate_limits!r}, which the 'limits' package cannot parse; "
+                f"write them like {DEFAULT_RATE_LIMITS!r}."
+            ) from None
+        return rate_limits
+
+    def get_conn(self) -> OctoRpaWebhookConfig:
+        """Return the checked connection settings."""
+        return self.config
+
+    @cached_property
+    def session(self) -> requests.Session:
+        import requests
+
+        session = requests.Session()
+        session.headers["Content-Type"] = "application/json"
+        return session
+
+    def trigger(self, app_params: Mapping[str, Any] | None, bot_id: str | None = None) -> TriggerResult:
+        """Start the connection's RPA app with ``app_params`` on ``bot_id`` (default: the connection's).
+
+        :return: the started run's ``flowProcessNo`` and ids.
+        :raises OctoRpaConfigurationError: the call cannot be made correctly; nothing was sent.
+        :raises OctoRpaWebhookError: the service answered with anything but HTTP 200.
+        :raises OctoRpaTransportError: the HTTP exchange failed; see its ``request_sent``.
+        """
+        config = self.config
+        body = build_payload(app_params, secret=config.secret, bot_id=bot_id or config.bot_id)
+        data = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        response = self._post(config, data)
+        if response.status_code != 200:
+            raise self._webhook_error(response)
+        return self._result(response)
+
+    def _post(self, config: OctoRpaWebhookConfig, data: bytes) -> requests.Response:
+        import requests
+
+        try:
+            return self.session.post(config.url, data=data, timeout=config.timeout, allow_redirects=False)
+        except (requests.ConnectionError, requests.Timeout) as err:
+            # Only a failure to connect proves the request never left; anything later (a read
+            # timeout, a reset) may have reached the service and started a run.
+            sent = not _is_connect_failure(err)
+            raise OctoRpaTransportError(
+                f"Calling the Octopus RPA webhook (connection {self.octorpa_conn_id!r}) failed: "
+                f"{type(err).__name__}. "
+                + (
+                    "The request may have reached the service, so the app may have started: check "
+                    "the Octopus RPA console before triggering again."
+                    if sent
+                    else "The request never left this worker, so nothing was started: check the URL "
+                    "and the network, then retry."
+                ),
+                request_sent=sent,
+            ) from None
+
+    def _webhook_error(self, response: requests.Response) -> OctoRpaWebhookError:
+        fields = _json_object(response)
+        lowered = {str(k).lower(): v for k, v in fields.items()} if fields is not None else {}
+        return OctoRpaWebhookError(
+            status=response.status_code,
+            code=_str_or_none(lowered.get("code")),
+            description=_str_or_none(lowered.get("description")),
+            request_id=_str_or_none(lowered.get("requestid")),
+            conn_id=self.octorpa_conn_id,
+            body_excerpt=None if fields is not None else response.text[:_EXCERPT_CHARS].strip(),
+            retry_after=_retry_after_seconds(response.headers.get("Retry-After")),
+        )
+
+    def _result(self, response: requests.Response) -> TriggerResult:
+        fields = _json_object(response) or {}
+        lowered = {str(k).lower(): v for k, v in fields.items()}
+        result = TriggerResult(
+            flow_process_no=_str_or_none(lowered.get("flowprocessno")),
+            flow_id=_str_or_none(lowered.get("flowid")),
+            enterprise_id=_str_or_none(lowered.get("enterpriseid")),
+        )
+        if result.flow_process_no is None:
+            # HTTP 200 means the app started; failing here would invite a duplicate retry.
+            self.log.warning(
+                "Octopus RPA accepted the call (HTTP 200) but sent no flowProcessNo; the run "
+                "started but cannot be identified from Airflow. Find it in the Octopus RPA console."
+            )
+        return result
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the settings and that the webhook's host answers. Never POSTs: starts no run."""
+        import requests
+
+        try:
+            config = self.config
+        except OctoRpaConfigurationError as err:
+            return False, str(err)
+        try:
+            response = self.session.head(config.url, timeout=config.timeout, allow_redirects=False)
+        except requests.RequestException as err:
+            return False, f"The webhook's host did not answer ({type(err).__name__}). Check the URL and network."
+        return True, (
+            f"Settings are valid and the webhook's host answered (HTTP {response.status_code} to a "
+            "HEAD request). No RPA run was started: the signature is only checked by a real trigger."
+        )
+
+
+def _is_connect_failure(err: Exception) -> bool:
+    """True when ``err`` happened while connecting, before any byte of the request was sent."""
+    import requests
+    from urllib3.exceptions import NewConnectionError, SSLError
+
+    if isinstance(err, requests.ConnectTimeout):
+        return True
+    if not isinstance(err, requests.ConnectionError):
+        return False
+    reason = err.args[0] if err.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    # NewConnectionError covers refused connections and failed DNS look-ups
+    # (NameResolutionError is its subclass); a failed TLS handshake sends no request either.
+    return isinstance(reason, (NewConnectionError, SSLError))
+
+
+def _json_object(response: requests.Response) -> dict | None:
+    try:
+        parsed = response.json()
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None

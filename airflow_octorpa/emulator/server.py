@@ -71,6 +71,16 @@ class EmulatorState:
             self.runs.clear()
             self._storage.reset()
 
+    def configure(self, *, rate_limits: str | None = None, timestamp_tolerance: int | None = None) -> None:
+        """Change the account's limits or timestamp window; new limits start with empty windows."""
+        with self._lock:
+            if rate_limits is not None:
+                self._limits = parse_many(rate_limits)
+                self.config.rate_limits = rate_limits
+                self._storage.reset()
+            if timestamp_tolerance is not None:
+                self.config.timestamp_tolerance = int(timestamp_tolerance)
+
     def put_webhook(self, spec: WebhookSpec) -> None:
         with self._lock:
             self.config.webhooks[spec.id] = spec
@@ -274,6 +284,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._read_body()
             state.reset()
             self._send(200, {"reset": True})
+        elif path == f"{CONTROL_PREFIX}/settings":
+            settings = json.loads(self._read_body() or b"{}")
+            state.configure(
+                rate_limits=settings.get("rate_limits"), timestamp_tolerance=settings.get("timestamp_tolerance")
+            )
+            self._send(200, state.public_config())
         elif path.startswith(f"{CONTROL_PREFIX}/webhooks/"):
             spec = json.loads(self._read_body() or b"{}")
             spec["id"] = path.rsplit("/", 1)[1]

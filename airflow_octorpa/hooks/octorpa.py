@@ -209,8 +209,7 @@ class OctoRpaHook(BaseHook):
         else:
             netloc = f"{host}:{port}" if port else host
             url = f"{extra.get('scheme') or 'https'}://{netloc}/{(schema or '').lstrip('/')}"
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if not _is_http_url(url):
             raise self._error(
                 f"has the webhook URL {url!r}, which is not an http(s) URL. Copy the whole URL "
                 "from the Octopus RPA console, starting with https://."
@@ -345,6 +344,15 @@ class OctoRpaHook(BaseHook):
             f"Settings are valid and the webhook's host answered (HTTP {response.status_code} to a "
             "HEAD request). No RPA run was started: the signature is only checked by a real trigger."
         )
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _is_connect_failure(err: Exception) -> bool:

@@ -1,0 +1,94 @@
+"""Test harness: a private Airflow home with SQLite, and the webhook emulator on a free loopback port.
+
+The Airflow environment variables are set here, before any test module imports Airflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_DAGS = REPO / "example_dags"
+
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="octorpa-test-airflow-home-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLE_DAGS),
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+    }
+)
+os.environ.pop("AIRFLOW_CONN_OCTORPA_DEFAULT", None)
+
+ORDER_WEBHOOK = "order-processing"
+ORDER_SECRET = "demo-order-secret"
+VENDOR_WEBHOOK = "vendor-example"
+VENDOR_SECRET = "SEC123"
+
+
+def airflow_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the ``airflow`` command of this environment with the test Airflow home."""
+    airflow = Path(sys.executable).with_name("airflow")
+    return subprocess.run(
+        [str(airflow), *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated metadata database with the ``octorpa`` pool, made once per session."""
+    for args in (("db", "migrate"), ("pools", "set", "octorpa", "5", "Octopus RPA webhook calls", "--include-deferred")):
+        done = airflow_cli(*args)
+        assert done.returncode == 0, done.stdout + done.stderr
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def _emulator_server() -> Iterator[Any]:
+    from airflow_octorpa.emulator import OctoRpaEmulator
+
+    with OctoRpaEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def emulator(_emulator_server: Any) -> Any:
+    """The emulator with the built-in account, its records and rate-limit windows cleared."""
+    _emulator_server.state.reset()
+    return _emulator_server
+
+
+def connection_json(url: str, secret: str | None = None, **extra: Any) -> str:
+    """An ``AIRFLOW_CONN_...`` value in Airflow's JSON form."""
+    conn: dict[str, Any] = {"conn_type": "octorpa", "host": url}
+    if secret is not None:
+        conn["password"] = secret
+    if extra:
+        conn["extra"] = extra
+    return json.dumps(conn)
+
+
+@pytest.fixture
+def order_conn(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``octorpa_default`` pointing at the emulator's signed order-processing webhook."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OCTORPA_DEFAULT", connection_json(emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET)
+    )
+    return "octorpa_default"

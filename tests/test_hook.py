@@ -1,0 +1,303 @@
+"""The hook against the emulator (and a canned server for answers the emulator never gives)."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import math
+import socket
+import time
+
+import pytest
+from canned_server import CannedAnswer, canned_server
+from conftest import ORDER_SECRET, ORDER_WEBHOOK, VENDOR_SECRET, VENDOR_WEBHOOK, connection_json
+
+from airflow_octorpa.emulator import WebhookSpec
+from airflow_octorpa.exceptions import (
+    OctoRpaConfigurationError,
+    OctoRpaInvalidParamsError,
+    OctoRpaTransportError,
+    OctoRpaWebhookError,
+)
+from airflow_octorpa.hooks.octorpa import OctoRpaHook, TriggerResult, build_payload
+
+
+def _set_conn(monkeypatch: pytest.MonkeyPatch, value: str, conn_id: str = "octorpa_default") -> OctoRpaHook:
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", value)
+    return OctoRpaHook(octorpa_conn_id=conn_id)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- the request body ---------------------------------------------------------------------------
+
+
+def test_body_keeps_chinese_keys_and_native_types(emulator, order_conn):
+    params = {"订单号": "SO-1001", "数量": 10, "单价": 12.5, "加急": True, "备注": None, "明细": [{"sku": "A", "n": 2}]}
+    result = OctoRpaHook(order_conn).trigger(params)
+
+    (call,) = emulator.state.snapshot("calls")
+    assert call["status"] == 200
+    assert call["params"] == params
+    assert type(call["params"]["数量"]) is int and type(call["params"]["单价"]) is float
+    assert call["field_names"] == ["params", "sign", "timestamp"]  # no SpecifiedBot without a robot
+    assert call["signed"] is True
+    assert abs(int(call["timestamp"]) - time.time()) < 60
+    (run,) = emulator.state.snapshot("runs")
+    assert result == TriggerResult(run["flow_process_no"], "flow-order-processing", emulator.state.config.enterprise_id)
+
+
+def test_body_is_utf8_json_not_ascii_escaped():
+    payload = build_payload({"变量1": "AAA"}, secret="SEC123", timestamp="1700000000")
+    assert payload == {
+        "sign": "j/tImR0k8vYXRsYw0+GHVQkV1v/J/8obOuMU7PE/KDo=",
+        "params": {"变量1": "AAA"},
+        "timestamp": "1700000000",
+    }
+
+
+def test_empty_secret_sends_empty_sign():
+    assert build_payload({}, secret="", timestamp="1700000000")["sign"] == ""
+    assert build_payload({}, secret=None, timestamp="1700000000")["sign"] == ""
+
+
+def test_robot_from_task_overrides_connection(emulator, monkeypatch):
+    hook = _set_conn(
+        monkeypatch, connection_json(emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET, bot_id="robot-finance-01")
+    )
+    hook.trigger({"订单号": "SO-1"})
+    hook.trigger({"订单号": "SO-2"}, bot_id="robot-warehouse-01")
+
+    calls = emulator.state.snapshot("calls")
+    assert [c["specified_bot"] for c in calls] == ["robot-finance-01", "robot-warehouse-01"]
+    assert [r["robot"] for r in emulator.state.snapshot("runs")] == ["robot-finance-01", "robot-warehouse-01"]
+
+
+def test_unsigned_trigger_gets_empty_sign(emulator, monkeypatch):
+    emulator.state.put_webhook(
+        WebhookSpec.from_dict({"id": "open-hook", "robot": "robot-warehouse-01", "app": {"inputs": {"x": 0}}})
+    )
+    hook = _set_conn(monkeypatch, connection_json(emulator.webhook_url("open-hook")))
+    assert hook.trigger({"x": 1}).flow_process_no
+    (call,) = emulator.state.snapshot("calls")
+    assert call["signed"] is False and call["status"] == 200
+
+
+def test_vendor_example_app_shows_its_two_message_boxes(emulator, monkeypatch):
+    hook = _set_conn(monkeypatch, connection_json(emulator.webhook_url(VENDOR_WEBHOOK), VENDOR_SECRET))
+    hook.trigger({"变量1": "AAA", "变量2": "BBBB", "变量3": 10})
+    (run,) = emulator.state.snapshot("runs")
+    assert run["messages"] == [{"title": "AAA", "text": "BBBB"}, {"title": "计算", "text": "5"}]
+
+
+# -- errors from the service --------------------------------------------------------------------
+
+
+def test_wrong_secret_names_the_code_and_the_fix(emulator, monkeypatch):
+    hook = _set_conn(monkeypatch, connection_json(emulator.webhook_url(ORDER_WEBHOOK), "not-the-secret"))
+    with pytest.raises(OctoRpaWebhookError) as caught:
+        hook.trigger({"订单号": "SO-1"})
+    err = caught.value
+    assert (err.status, err.code) == (400, "SignatureVerificationFailureOrTimestampExpired")
+    assert err.description and err.request_id
+    assert "secret" in str(err) and "clock" in str(err)
+    assert "not-the-secret" not in str(err)
+    assert emulator.state.snapshot("runs") == []
+
+
+def test_rate_limited_call_is_typed_with_retry_after(emulator, order_conn):
+    hook = OctoRpaHook(order_conn)
+    emulator.state.configure(rate_limits="2/minute")
+    try:
+        hook.trigger({"订单号": "1"})
+        hook.trigger({"订单号": "2"})
+        with pytest.raises(OctoRpaWebhookError) as caught:
+            hook.trigger({"订单号": "3"})
+    finally:
+        emulator.state.configure(rate_limits="5/second;20/minute")
+    err = caught.value
+    assert err.status == 429 and err.is_rate_limited
+    assert err.retry_after is not None and 0 < err.retry_after <= 60
+    assert "No run was started" in str(err)
+
+
+def test_unknown_webhook_and_disabled_trigger(emulator, monkeypatch):
+    hook = _set_conn(monkeypatch, connection_json(emulator.webhook_url("no-such-hook"), "x"))
+    with pytest.raises(OctoRpaWebhookError) as caught:
+        hook.trigger({})
+    assert (caught.value.status, caught.value.code) == (404, "WebhookNotFound")
+    assert "enabled" in str(caught.value)
+
+
+def test_unknown_robot(emulator, order_conn):
+    with pytest.raises(OctoRpaWebhookError) as caught:
+        OctoRpaHook(order_conn).trigger({"订单号": "1"}, bot_id="robot-nobody")
+    assert caught.value.code == "RobotNotFound"
+
+
+def test_html_gateway_page_gives_status_and_excerpt(monkeypatch):
+    answer = CannedAnswer(
+        status=502, body=b"<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html"
+    )
+    with canned_server(answer) as url:
+        hook = _set_conn(monkeypatch, connection_json(url, "secret-1"))
+        with pytest.raises(OctoRpaWebhookError) as caught:
+            hook.trigger({"a": 1})
+    err = caught.value
+    assert err.status == 502 and err.code is None
+    assert "502 Bad Gateway" in str(err) and "HTTP 502" in str(err)
+
+
+def test_error_body_without_request_id_and_in_pascal_case(monkeypatch):
+    body = json.dumps({"Code": "SomethingElse", "Description": "说明"}).encode()
+    with canned_server(CannedAnswer(status=400, body=body)) as url:
+        hook = _set_conn(monkeypatch, connection_json(url, "secret-1"))
+        with pytest.raises(OctoRpaWebhookError) as caught:
+            hook.trigger({"a": 1})
+    assert (caught.value.code, caught.value.description, caught.value.request_id) == ("SomethingElse", "说明", None)
+
+
+def test_success_without_flow_process_no_still_returns(monkeypatch, caplog):
+    with canned_server(CannedAnswer(status=200, body=b"")) as url:
+        hook = _set_conn(monkeypatch, connection_json(url, "secret-1"))
+        result = hook.trigger({"a": 1})
+    assert result == TriggerResult(None, None, None)
+
+
+# -- transport failures -------------------------------------------------------------------------
+
+
+def test_refused_connection_says_nothing_was_sent(monkeypatch):
+    hook = _set_conn(monkeypatch, connection_json(f"http://127.0.0.1:{_free_port()}/api/v1/bots/webhooks/x/invoke", "s1234"))
+    with pytest.raises(OctoRpaTransportError) as caught:
+        hook.trigger({"a": 1})
+    assert caught.value.request_sent is False
+    assert "nothing was started" in str(caught.value)
+
+
+def test_read_timeout_says_the_run_may_have_started(monkeypatch):
+    answer = CannedAnswer(status=200, body=b'{"flowProcessNo": "1"}', delay=2.0)
+    with canned_server(answer) as url:
+        hook = _set_conn(monkeypatch, connection_json(url, "secret-1", timeout=0.3))
+        with pytest.raises(OctoRpaTransportError) as caught:
+            hook.trigger({"a": 1})
+    assert caught.value.request_sent is True
+    assert "may have started" in str(caught.value)
+    assert answer.requests and answer.requests[0][0] == "POST"
+
+
+# -- input that cannot be sent correctly: nothing is sent ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        (["订单号", "SO-1"], "mapping"),
+        ("订单号=SO-1", "mapping"),
+        ({1: "x"}, "key 1"),
+        ({"明细": {2: "x"}}, "key 2"),
+        ({"时间": datetime.datetime(2026, 1, 1)}, "['时间']"),
+        ({"金额": decimal.Decimal("1.5")}, "['金额']"),
+        ({"标签": {"a", "b"}}, "['标签']"),
+        ({"附件": b"\x00"}, "['附件']"),
+        ({"比率": math.nan}, "['比率']"),
+        ({"列表": [1, math.inf]}, "['列表'][1]"),
+    ],
+)
+def test_params_json_cannot_carry_fail_before_sending(emulator, order_conn, params, named):
+    with pytest.raises(OctoRpaInvalidParamsError) as caught:
+        OctoRpaHook(order_conn).trigger(params)
+    assert named in str(caught.value)
+    assert emulator.state.snapshot("calls") == []
+
+
+def test_robot_id_must_be_a_string(emulator, order_conn):
+    with pytest.raises(OctoRpaConfigurationError, match="bot_id must be a string"):
+        OctoRpaHook(order_conn).trigger({}, bot_id=12345)  # type: ignore[arg-type]
+    assert emulator.state.snapshot("calls") == []
+
+
+@pytest.mark.parametrize(
+    ("conn", "message"),
+    [
+        ({"conn_type": "octorpa", "password": "x"}, "has no webhook URL"),
+        ({"conn_type": "octorpa", "host": "  "}, "has no webhook URL"),
+        ({"conn_type": "octorpa", "host": "ftp://example.invalid/hook"}, "not an http(s) URL"),
+        ({"conn_type": "octorpa", "host": "https://"}, "not an http(s) URL"),
+        ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"timeout": "soon"}}, "timeout 'soon'"),
+        ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"timeout": -1}}, "timeout -1"),
+        ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"rate_limits": "lots"}}, "rate_limits 'lots'"),
+        ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"bot_id": 7}}, "bot_id extra"),
+    ],
+)
+def test_malformed_connection_fails_before_sending(monkeypatch, conn, message):
+    hook = _set_conn(monkeypatch, json.dumps(conn))
+    with pytest.raises(OctoRpaConfigurationError, match="connection 'octorpa_default'") as caught:
+        hook.trigger({})
+    assert message in str(caught.value)
+
+
+def test_missing_connection_says_how_to_create_it(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_OCTORPA_MISSING", raising=False)
+    with pytest.raises(OctoRpaConfigurationError) as caught:
+        OctoRpaHook("octorpa_missing").trigger({})
+    assert "'octorpa_missing' is not defined" in str(caught.value)
+    assert "AIRFLOW_CONN_OCTORPA_MISSING" in str(caught.value)
+
+
+def test_connection_settings_defaults_and_extras(monkeypatch):
+    hook = _set_conn(monkeypatch, connection_json("https://api-rpa.bazhuayu.com/api/v1/bots/webhooks/AbC/invoke", "s3cret-value"))
+    config = hook.get_conn()
+    assert (config.url, config.timeout, config.rate_limits, config.bot_id) == (
+        "https://api-rpa.bazhuayu.com/api/v1/bots/webhooks/AbC/invoke",
+        30.0,
+        "5/second;20/minute",
+        None,
+    )
+    assert "s3cret-value" not in repr(config)
+    hook = _set_conn(
+        monkeypatch,
+        connection_json("https://h/x", "s", bot_id="r-1", timeout="12.5", rate_limits="5/second;20/minute"),
+    )
+    assert (hook.config.bot_id, hook.config.timeout) == ("r-1", 12.5)
+    assert OctoRpaHook(timeout=3).config.timeout == 3.0
+
+
+def test_uri_form_connection(emulator, monkeypatch):
+    host, port = emulator.url.removeprefix("http://").split(":")
+    uri = f"octorpa://:{ORDER_SECRET}@{host}:{port}/api%2Fv1%2Fbots%2Fwebhooks%2F{ORDER_WEBHOOK}%2Finvoke?scheme=http&bot_id=robot-warehouse-01"
+    hook = _set_conn(monkeypatch, uri)
+    assert hook.config.url == emulator.webhook_url(ORDER_WEBHOOK)
+    assert hook.trigger({"订单号": "SO-URI"}).flow_process_no
+    assert emulator.state.snapshot("calls")[0]["specified_bot"] == "robot-warehouse-01"
+
+
+# -- test_connection never starts a run ---------------------------------------------------------
+
+
+def test_test_connection_reaches_host_without_posting(emulator, order_conn):
+    ok, message = OctoRpaHook(order_conn).test_connection()
+    assert ok, message
+    assert "No RPA run was started" in message
+    assert emulator.state.snapshot("calls") == [] and emulator.state.snapshot("runs") == []
+
+
+def test_test_connection_reports_unreachable_host_and_bad_config(monkeypatch):
+    hook = _set_conn(monkeypatch, connection_json(f"http://127.0.0.1:{_free_port()}/x", "s"))
+    ok, message = hook.test_connection()
+    assert not ok and "did not answer" in message
+    hook = _set_conn(monkeypatch, connection_json("mailto:someone", "s"))
+    ok, message = hook.test_connection()
+    assert not ok and "not an http(s) URL" in message
+
+
+def test_test_connection_sends_no_post(monkeypatch):
+    answer = CannedAnswer(status=405)
+    with canned_server(answer) as url:
+        ok, _ = _set_conn(monkeypatch, connection_json(url, "s")).test_connection()
+    assert ok and [method for method, _ in answer.requests] == ["HEAD"]

@@ -7,7 +7,11 @@ from typing import Any
 
 
 def xcom_return_values(dag_run: Any, task_id: str) -> dict[int, Any]:
-    """The return values of ``task_id`` in ``dag_run``, by map index (-1 when not mapped)."""
+    """The return values of ``task_id`` in ``dag_run``, by map index (-1 when not mapped).
+
+    The stored JSON is read as the Task SDK hands it to a downstream task; core's
+    ``deserialize_value`` would json-decode a numeric string such as a flowProcessNo into an int.
+    """
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -15,7 +19,7 @@ def xcom_return_values(dag_run: Any, task_id: str) -> dict[int, Any]:
         rows = session.scalars(
             XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id, key="return_value")
         ).all()
-        return {row.map_index: XComModel.deserialize_value(row) for row in rows}
+        return {row.map_index: row.value for row in rows}
 
 
 def task_states(dag_run: Any) -> dict[tuple[str, int], str]:

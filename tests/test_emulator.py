@@ -1,0 +1,192 @@
+"""The emulator's own checks, driven over HTTP as a real client would (not through the hook)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import ORDER_SECRET, ORDER_WEBHOOK, VENDOR_SECRET, VENDOR_WEBHOOK
+
+from airflow_octorpa.emulator import EmulatorConfig, OctoRpaEmulator, WebhookSpec, expected_sign
+
+
+def _post(emulator, webhook_id: str, body: dict) -> requests.Response:
+    return requests.post(emulator.webhook_url(webhook_id), json=body, timeout=10)
+
+
+def _signed(secret: str, params: dict, timestamp: int | None = None, **fields) -> dict:
+    ts = str(timestamp if timestamp is not None else int(time.time()))
+    return {"sign": expected_sign(ts, secret), "params": params, "timestamp": ts, **fields}
+
+
+def test_vendor_test_vector():
+    assert expected_sign("1700000000", "SEC123") == "j/tImR0k8vYXRsYw0+GHVQkV1v/J/8obOuMU7PE/KDo="
+
+
+def test_valid_call_starts_a_run_and_answers_the_vendor_shape(emulator):
+    answer = _post(emulator, VENDOR_WEBHOOK, _signed(VENDOR_SECRET, {"变量1": "AAA", "变量2": "BBBB", "变量3": 10}))
+    assert answer.status_code == 200
+    body = answer.json()
+    assert set(body) == {"enterpriseId", "flowId", "flowProcessNo"}
+    assert body["flowProcessNo"].isdigit() and len(body["flowProcessNo"]) == 18
+    (run,) = requests.get(f"{emulator.url}/_emulator/runs", timeout=10).json()
+    assert run["flow_process_no"] == body["flowProcessNo"]
+    assert run["messages"] == [{"title": "AAA", "text": "BBBB"}, {"title": "计算", "text": "5"}]
+
+
+def test_field_names_are_read_case_insensitively_as_the_csharp_sample_sends_them(emulator):
+    ts = str(int(time.time()))
+    body = {"Timestamp": ts, "Sign": expected_sign(ts, ORDER_SECRET), "Params": {"订单号": "SO-CS"}, "SpecifiedBot": "robot-finance-01"}
+    assert _post(emulator, ORDER_WEBHOOK, body).status_code == 200
+    (run,) = emulator.state.snapshot("runs")
+    assert (run["params"], run["robot"]) == ({"订单号": "SO-CS"}, "robot-finance-01")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _signed("wrong", {"订单号": "1"}),
+        _signed(ORDER_SECRET, {"订单号": "1"}, timestamp=int(time.time()) - 3700),
+        _signed(ORDER_SECRET, {"订单号": "1"}, timestamp=int(time.time()) + 3700),
+        {"sign": "", "params": {}, "timestamp": str(int(time.time()))},
+        {"params": {}},
+        {"sign": "x", "params": {}, "timestamp": "soon"},
+    ],
+    ids=["wrong-secret", "stale", "future", "empty-sign", "missing-fields", "bad-timestamp"],
+)
+def test_signature_or_timestamp_refused_with_the_vendor_code(emulator, body):
+    answer = _post(emulator, ORDER_WEBHOOK, body)
+    assert answer.status_code == 400
+    assert answer.json()["code"] == "SignatureVerificationFailureOrTimestampExpired"
+    assert set(answer.json()) == {"code", "description", "requestId"}
+    assert emulator.state.snapshot("runs") == []
+
+
+def test_timestamp_inside_the_hour_is_accepted(emulator):
+    assert _post(emulator, ORDER_WEBHOOK, _signed(ORDER_SECRET, {}, timestamp=int(time.time()) - 3500)).status_code == 200
+
+
+def test_unknown_disabled_robot_and_params_errors(emulator):
+    assert _post(emulator, "nope", _signed("x", {})).json()["code"] == "WebhookNotFound"
+    emulator.state.put_webhook(
+        WebhookSpec.from_dict({"id": "off", "robot": "robot-warehouse-01", "enabled": False, "app": {"inputs": {}}})
+    )
+    assert _post(emulator, "off", {"params": {}}).json()["code"] == "WebhookDisabled"
+    answer = _post(emulator, ORDER_WEBHOOK, _signed(ORDER_SECRET, {}, SpecifiedBot="robot-ghost"))
+    assert (answer.status_code, answer.json()["code"]) == (400, "RobotNotFound")
+    answer = _post(emulator, ORDER_WEBHOOK, _signed(ORDER_SECRET, ["not", "a", "mapping"]))  # type: ignore[arg-type]
+    assert answer.json()["code"] == "InvalidParams"
+    answer = requests.post(emulator.webhook_url(ORDER_WEBHOOK), data=b"<xml/>", timeout=10)
+    assert answer.json()["code"] == "InvalidRequestBody"
+    assert emulator.state.snapshot("runs") == []
+
+
+def test_rate_limits_are_moving_windows_shared_by_all_webhooks(emulator):
+    emulator.state.configure(rate_limits="3/2 seconds")
+    try:
+        statuses = [
+            _post(emulator, hook, _signed(secret, {})).status_code
+            for hook, secret in [(ORDER_WEBHOOK, ORDER_SECRET), (VENDOR_WEBHOOK, VENDOR_SECRET)] * 2
+        ]
+        assert statuses == [200, 200, 200, 429]
+        refused = _post(emulator, ORDER_WEBHOOK, _signed(ORDER_SECRET, {}))
+        assert refused.status_code == 429 and refused.json()["code"] == "TooManyRequests"
+        assert 1 <= int(refused.headers["Retry-After"]) <= 2
+        time.sleep(2.1)  # the window moves: the first calls have left it
+        assert _post(emulator, ORDER_WEBHOOK, _signed(ORDER_SECRET, {})).status_code == 200
+    finally:
+        emulator.state.configure(rate_limits="5/second;20/minute")
+
+
+def test_default_limits_refuse_the_sixth_call_in_a_second(emulator):
+    bodies = [_signed(ORDER_SECRET, {"订单号": str(i)}) for i in range(6)]
+    started = time.monotonic()
+    statuses = [_post(emulator, ORDER_WEBHOOK, body).status_code for body in bodies]
+    if time.monotonic() - started < 1.0:  # only meaningful when all six landed within one second
+        assert statuses == [200] * 5 + [429]
+    assert len(emulator.state.snapshot("runs")) == statuses.count(200)
+
+
+def test_records_over_http_hold_no_sign_value(emulator):
+    body = _signed(ORDER_SECRET, {"订单号": "SO-REC"})
+    _post(emulator, ORDER_WEBHOOK, body)
+    _post(emulator, ORDER_WEBHOOK, _signed("wrong-secret", {"订单号": "SO-BAD"}))
+    raw = requests.get(f"{emulator.url}/_emulator/calls", timeout=10).text
+    calls = json.loads(raw)
+    assert [(c["status"], c["params"]["订单号"], c["signed"]) for c in calls] == [(200, "SO-REC", True), (400, "SO-BAD", True)]
+    assert body["sign"] not in raw and ORDER_SECRET not in raw
+    config = requests.get(f"{emulator.url}/_emulator/config", timeout=10).text
+    assert ORDER_SECRET not in config and VENDOR_SECRET not in config
+
+
+def test_get_or_head_on_a_webhook_starts_nothing(emulator):
+    assert requests.get(emulator.webhook_url(ORDER_WEBHOOK), timeout=10).status_code == 405
+    assert requests.head(emulator.webhook_url(ORDER_WEBHOOK), timeout=10).status_code == 405
+    assert emulator.state.snapshot("calls") == []
+
+
+def test_settings_and_webhooks_can_be_changed_over_http(emulator):
+    try:
+        settings = requests.post(f"{emulator.url}/_emulator/settings", json={"rate_limits": "1/minute"}, timeout=10)
+        assert settings.json()["rate_limits"] == "1/minute"
+        answer = requests.post(
+            f"{emulator.url}/_emulator/webhooks/from-http",
+            json={"robot": "robot-new", "secret": "s-http", "app": {"name": "对账", "inputs": {"文件": ""}}},
+            timeout=10,
+        )
+        assert answer.status_code == 200
+        assert _post(emulator, "from-http", _signed("s-http", {"文件": "a.xlsx"})).status_code == 200
+        assert _post(emulator, "from-http", _signed("s-http", {"文件": "b.xlsx"})).status_code == 429
+        assert emulator.state.snapshot("runs")[0]["robot"] == "robot-new"
+    finally:
+        emulator.state.configure(rate_limits="5/second;20/minute")
+
+
+def test_flow_process_numbers_are_unique_under_concurrency():
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = EmulatorConfig.from_dict(
+        {"rate_limits": "1000/second", "webhooks": [{"id": "h", "robot": "r", "app": {"inputs": {}}}]}
+    )
+    with OctoRpaEmulator(config) as emulator, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: _post(emulator, "h", {"params": {}}).json(), range(40)))
+    assert len({a["flowProcessNo"] for a in answers}) == 40
+
+
+def test_command_line_serves_on_a_chosen_port_and_stops_on_sigterm(tmp_path: Path):
+    config = tmp_path / "emulator.json"
+    config.write_text(
+        json.dumps({"webhooks": [{"id": "cli", "robot": "r1", "secret": "s-cli", "app": {"inputs": {"x": 0}}}]}),
+        encoding="utf-8",
+    )
+    port_file = tmp_path / "port"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "airflow_octorpa.emulator", "--config", str(config), "--port-file", str(port_file), "--rate-limits", "2/second"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        announced = json.loads(process.stdout.readline())
+        deadline = time.monotonic() + 30
+        while not port_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert int(port_file.read_text()) == announced["port"]
+        url = announced["webhooks"]["cli"]
+        ts = str(int(time.time()))
+        answer = requests.post(url, json={"sign": expected_sign(ts, "s-cli"), "timestamp": ts, "params": {"x": 1}}, timeout=10)
+        assert answer.status_code == 200
+        assert requests.get(f"{announced['url']}/_emulator/config", timeout=10).json()["rate_limits"] == "2/second"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -1,0 +1,46 @@
+"""The vendor's signing scheme: its published test vector, and properties over any input."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from airflow_octorpa.emulator import expected_sign
+from airflow_octorpa.hooks.octorpa import build_payload, sign
+
+json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4), max_leaves=12)
+
+
+def test_vendor_test_vector():
+    assert sign("1700000000", "SEC123") == "j/tImR0k8vYXRsYw0+GHVQkV1v/J/8obOuMU7PE/KDo="
+
+
+def test_secret_is_the_key_and_the_message_is_empty():
+    import hashlib
+    import hmac
+
+    digest = hmac.new(b"1700000000\nSEC123", b"", hashlib.sha256).digest()
+    assert sign("1700000000", "SEC123") == base64.b64encode(digest).decode()
+
+
+@given(timestamp=st.integers(0, 2**40).map(str), secret=st.text(min_size=1))
+def test_sign_matches_the_services_check_for_any_unicode_secret(timestamp, secret):
+    signature = sign(timestamp, secret)
+    assert len(base64.b64decode(signature, validate=True)) == 32
+    assert signature == expected_sign(timestamp, secret)
+
+
+@settings(max_examples=200)
+@given(params=st.dictionaries(st.text(), json_values, max_size=6), secret=st.text(min_size=1), bot=st.none() | st.text(min_size=1))
+def test_body_round_trips_through_json_with_types_intact(params, secret, bot):
+    timestamp = str(int(time.time()))
+    body = build_payload(params, secret=secret, bot_id=bot, timestamp=timestamp)
+    sent = json.loads(json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8").decode("utf-8"))
+    assert sent["params"] == params
+    assert sent["sign"] == expected_sign(timestamp, secret)
+    assert sent.get("SpecifiedBot") == (bot or None)

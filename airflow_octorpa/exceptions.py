@@ -7,6 +7,8 @@ vendor's ``code``/``description`` only.
 
 from __future__ import annotations
 
+from enum import Enum
+
 from airflow.exceptions import AirflowException
 
 # What a user can do about the vendor's known error codes. The vendor documents one code in
@@ -30,8 +32,26 @@ _ADVICE_DEFAULT = (
 )
 
 
+class CallOutcome(str, Enum):
+    """What a webhook call did. Every call ends in exactly one of these."""
+
+    STARTED = "started"  # HTTP 200: the app started (flowProcessNo)
+    NOT_STARTED = "not_started"  # never sent, or refused by the service: nothing started
+    UNKNOWN = "unknown"  # sent, answer lost or from a gateway: a run may have started
+
+
 class OctoRpaError(AirflowException):
     """Base class of every error this provider raises."""
+
+    @property
+    def outcome(self) -> CallOutcome:
+        """What the failed call did; nothing was sent unless a subclass says otherwise."""
+        return CallOutcome.NOT_STARTED
+
+    @property
+    def safe_to_resend(self) -> bool:
+        """True when sending the same call again cannot start a second run and may succeed."""
+        return False
 
 
 class OctoRpaConfigurationError(OctoRpaError, ValueError):
@@ -52,6 +72,14 @@ class OctoRpaTransportError(OctoRpaError):
     def __init__(self, message: str, *, request_sent: bool) -> None:
         super().__init__(message)
         self.request_sent = request_sent
+
+    @property
+    def outcome(self) -> CallOutcome:
+        return CallOutcome.UNKNOWN if self.request_sent else CallOutcome.NOT_STARTED
+
+    @property
+    def safe_to_resend(self) -> bool:
+        return not self.request_sent
 
 
 class OctoRpaWebhookError(OctoRpaError):
@@ -85,6 +113,15 @@ class OctoRpaWebhookError(OctoRpaError):
     def is_rate_limited(self) -> bool:
         """True when the service refused the call for its rate limit (nothing started)."""
         return self.status == 429 or "limit" in (self.code or "").lower()
+
+    @property
+    def outcome(self) -> CallOutcome:
+        # A 5xx may come from a gateway after the service started the app; a 4xx is a refusal.
+        return CallOutcome.UNKNOWN if self.status >= 500 else CallOutcome.NOT_STARTED
+
+    @property
+    def safe_to_resend(self) -> bool:
+        return self.is_rate_limited and self.outcome is CallOutcome.NOT_STARTED
 
     def _advice(self) -> str:
         if self.is_rate_limited:

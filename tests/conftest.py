@@ -85,10 +85,16 @@ def connection_json(url: str, secret: str | None = None, **extra: Any) -> str:
     return json.dumps(conn)
 
 
+# Limits for connections in tests that are not about the rate limit: a slot hold of 0.05 s, so
+# tests do not wait out the vendor's 15 s. The emulator still enforces the real limits.
+FAST_LIMITS = "100/second"
+
+
 @pytest.fixture
 def order_conn(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     """``octorpa_default`` pointing at the emulator's signed order-processing webhook."""
     monkeypatch.setenv(
-        "AIRFLOW_CONN_OCTORPA_DEFAULT", connection_json(emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET)
+        "AIRFLOW_CONN_OCTORPA_DEFAULT",
+        connection_json(emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET, rate_limits=FAST_LIMITS),
     )
     return "octorpa_default"

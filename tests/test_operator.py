@@ -192,9 +192,12 @@ def test_default_args_pool_wins_over_the_operator_default():
 
 
 def test_failed_call_fails_the_task(emulator, monkeypatch):
-    from conftest import ORDER_WEBHOOK, connection_json
+    from conftest import FAST_LIMITS, ORDER_WEBHOOK, connection_json
 
-    monkeypatch.setenv("AIRFLOW_CONN_OCTORPA_BAD", connection_json(emulator.webhook_url(ORDER_WEBHOOK), "wrong-secret"))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OCTORPA_BAD",
+        connection_json(emulator.webhook_url(ORDER_WEBHOOK), "wrong-secret", rate_limits=FAST_LIMITS),
+    )
     with _dag("op_bad_secret") as dag:
         OctoRpaTriggerOperator(task_id="trigger", octorpa_conn_id="octorpa_bad", app_params={"订单号": "SO-1"})
     dag_run = run_dag(dag)

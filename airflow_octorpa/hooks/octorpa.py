@@ -22,6 +22,7 @@ from airflow_octorpa.exceptions import (
     OctoRpaTransportError,
     OctoRpaWebhookError,
 )
+from airflow_octorpa.rate_limit import DEFAULT_POOL, DEFAULT_POOL_SLOTS, hold_seconds
 
 if TYPE_CHECKING:
     import requests
@@ -115,6 +116,14 @@ def build_payload(
 
 
 @dataclass(frozen=True)
+class PreparedCall:
+    """A checked call: the app's parameters and the robot, ready to be signed and sent."""
+
+    params: dict[str, Any]
+    bot_id: str | None
+
+
+@dataclass(frozen=True)
 class TriggerResult:
     """What the service says about the run it started."""
 
@@ -135,12 +144,20 @@ class OctoRpaWebhookConfig:
     bot_id: str | None
     timeout: float
     rate_limits: str
+    pool: str
+    pool_slots: int
+
+    @property
+    def hold(self) -> float:
+        """Seconds a call keeps its pool slot after its exchange ends (see ``rate_limit``)."""
+        return hold_seconds(self.rate_limits, self.pool_slots)
 
     def __repr__(self) -> str:
         # The secret never appears in a repr.
         return (
             f"OctoRpaWebhookConfig(url={self.url!r}, secret={'***' if self.secret else ''!r}, "
-            f"bot_id={self.bot_id!r}, timeout={self.timeout!r}, rate_limits={self.rate_limits!r})"
+            f"bot_id={self.bot_id!r}, timeout={self.timeout!r}, rate_limits={self.rate_limits!r}, "
+            f"pool={self.pool!r}, pool_slots={self.pool_slots!r})"
         )
 
 
@@ -150,8 +167,9 @@ class OctoRpaHook(BaseHook):
 
     The connection holds the webhook URL in ``host``, the signing secret (签名密钥) in
     ``password`` (empty when the trigger's signature check is off) and, in ``extra``,
-    ``bot_id`` (default robot), ``timeout`` (seconds, default 30) and ``rate_limits``
-    (default ``"5/second;20/minute"``).
+    ``bot_id`` (default robot), ``timeout`` (seconds, default 30), ``rate_limits``
+    (default ``"5/second;20/minute"``), ``pool`` (the pool every call of this account runs in,
+    default ``"octorpa"``) and ``pool_slots`` (that pool's slot count, default 5).
 
     :param octorpa_conn_id: The Airflow connection of type ``octorpa``.
     :param timeout: Seconds to wait for the service; overrides the connection's ``timeout``.
@@ -189,6 +207,8 @@ class OctoRpaHook(BaseHook):
             bot_id=self._extra_bot_id(extra),
             timeout=self._extra_timeout(extra),
             rate_limits=self._extra_rate_limits(extra),
+            pool=str(extra.get("pool") or DEFAULT_POOL),
+            pool_slots=self._extra_pool_slots(extra),
         )
 
     def _webhook_url(self, host: str | None, schema: str | None, port: int | None, extra: dict) -> str:
@@ -249,6 +269,17 @@ class OctoRpaHook(BaseHook):
             ) from None
         return rate_limits
 
+    def _extra_pool_slots(self, extra: dict) -> int:
+        raw = extra.get("pool_slots")
+        if raw in (None, ""):
+            return DEFAULT_POOL_SLOTS
+        if isinstance(raw, bool) or not str(raw).isdigit() or int(raw) < 1:
+            raise self._error(
+                f"has the pool_slots {raw!r}; give the slot count of its pool as a whole number (default "
+                f"{DEFAULT_POOL_SLOTS})."
+            )
+        return int(raw)
+
     def get_conn(self) -> OctoRpaWebhookConfig:
         """Return the checked connection settings."""
         return self.config
@@ -269,8 +300,18 @@ class OctoRpaHook(BaseHook):
         :raises OctoRpaWebhookError: the service answered with anything but HTTP 200.
         :raises OctoRpaTransportError: the HTTP exchange failed; see its ``request_sent``.
         """
+        return self.send(self.prepare(app_params, bot_id))
+
+    def prepare(self, app_params: Mapping[str, Any] | None, bot_id: str | None = None) -> PreparedCall:
+        """Check a call without sending it: raises ``OctoRpaConfigurationError`` for what cannot be sent."""
+        call = PreparedCall(params=validate_app_params(app_params), bot_id=bot_id or self.config.bot_id)
+        build_payload(call.params, secret=None, bot_id=call.bot_id)  # the same checks a send makes
+        return call
+
+    def send(self, call: PreparedCall) -> TriggerResult:
+        """Sign ``call`` with the current time and send it once."""
         config = self.config
-        body = build_payload(app_params, secret=config.secret, bot_id=bot_id or config.bot_id)
+        body = build_payload(call.params, secret=config.secret, bot_id=call.bot_id)
         data = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
         response = self._post(config, data)
         if response.status_code != 200:

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import ast
 import json
+import time
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseOperator
+from airflow.providers.common.compat.sdk import BaseOperator, conf
 
-from airflow_octorpa.exceptions import OctoRpaInvalidParamsError
+from airflow_octorpa.exceptions import OctoRpaError, OctoRpaInvalidParamsError
+from airflow_octorpa.rate_limit import DEFAULT_POOL
+
+# Below this, deferring costs more (a triggerer round trip) than waiting in the worker.
+_MIN_DEFERRAL_SECONDS = 2.0
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_octorpa.hooks.octorpa import OctoRpaHook
-
-# Every trigger task shares this pool, so the account's rate limit is shared too.
-DEFAULT_POOL = "octorpa"
+    from airflow_octorpa.hooks.octorpa import OctoRpaHook, PreparedCall, TriggerResult
 
 
 class OctoRpaTriggerOperator(BaseOperator):
@@ -36,6 +38,10 @@ class OctoRpaTriggerOperator(BaseOperator):
         ``bot_id``, else the robot chosen on the trigger.
     :param octorpa_conn_id: The Airflow connection of type ``octorpa``.
     :param pool: Default ``"octorpa"``: keep every trigger task in that pool (see the README).
+    :param deferrable: Hold the pool slot after the call in the triggerer instead of the worker
+        (default: ``[operators] default_deferrable``). The result is the same either way.
+    :param rate_limit_retries: How many times a call that started nothing (refused for the rate
+        limit, or never sent) is sent again, each after the slot hold and any ``Retry-After``.
     """
 
     template_fields: Sequence[str] = ("app_params", "bot_id")
@@ -49,12 +55,17 @@ class OctoRpaTriggerOperator(BaseOperator):
         bot_id: str | None = None,
         octorpa_conn_id: str = "octorpa_default",
         pool: str | None = DEFAULT_POOL,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        rate_limit_retries: int = 3,
         **kwargs: Any,
     ) -> None:
         super().__init__(pool=pool, **kwargs)
         self.app_params = app_params
         self.bot_id = bot_id
         self.octorpa_conn_id = octorpa_conn_id
+        self.deferrable = deferrable
+        self.rate_limit_retries = rate_limit_retries
+        self._last_exchange_end: float | None = None  # when this task's last webhook exchange ended
 
     @classmethod
     def partial(cls, **kwargs: Any):  # type: ignore[override]
@@ -72,14 +83,88 @@ class OctoRpaTriggerOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, str | None]:
         app_params = rendered_app_params(self.app_params)
-        result = self.hook.trigger(app_params, bot_id=self.bot_id or None)
+        config = self.hook.config
+        self._warn_outside_pool(config.pool)
+        hold = config.hold
+        self._last_exchange_end = None
+        try:
+            result = self._send_until_accepted(app_params, hold)
+        except Exception:
+            self._wait_out_hold(hold)  # a refused call counts against the limits too
+            raise
         self.log.info(
             "Started Octopus RPA run flowProcessNo=%s (flowId=%s) with %d input variable(s).",
             result.flow_process_no,
             result.flow_id,
             len(app_params),
         )
+        hold_until = self._hold_until(hold)
+        if self.deferrable and hold_until - time.time() > _MIN_DEFERRAL_SECONDS:
+            from airflow_octorpa.triggers.octorpa import OctoRpaSlotHoldTrigger
+
+            self.log.info("Keeping the pool slot for %.1f s (deferred) to stay within %s.", hold_until - time.time(), config.rate_limits)
+            self.defer(
+                trigger=OctoRpaSlotHoldTrigger(hold_until=hold_until, result=result.to_dict()),
+                method_name="execute_complete",
+            )
+        self._wait_out_hold(hold)
         return result.to_dict()
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, str | None]:
+        """Resume after the deferred slot hold; the result was decided before deferring."""
+        return event["result"]
+
+    def _warn_outside_pool(self, account_pool: str) -> None:
+        if self.pool != account_pool:
+            self.log.warning(
+                "This task runs in the pool %r, not %r: its webhook calls are not counted against the "
+                "account's shared rate-limit budget, so calls from other tasks may be refused. Set "
+                "pool=%r (or the connection's 'pool' extra).",
+                self.pool,
+                account_pool,
+                account_pool,
+            )
+
+    def _send_until_accepted(self, app_params: dict[str, Any], hold: float) -> TriggerResult:
+        """Send the call; resend only what cannot have started a run (rate-limited, never sent)."""
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
+        call = self.hook.prepare(app_params, bot_id=self.bot_id or None)  # bad input: nothing sent
+
+        retrying = Retrying(
+            retry=retry_if_exception(lambda err: isinstance(err, OctoRpaError) and err.safe_to_resend),
+            stop=stop_after_attempt(self.rate_limit_retries + 1),
+            wait=lambda state: self._seconds_before_resend(hold, state.outcome.exception()),
+            before_sleep=lambda state: self.log.warning(
+                "Octopus RPA call not started (%s); sending it again in %.1f s (attempt %d of %d).",
+                type(state.outcome.exception()).__name__,
+                state.upcoming_sleep,
+                state.attempt_number + 1,
+                self.rate_limit_retries + 1,
+            ),
+            reraise=True,
+        )
+        return retrying(self._send_once, call)
+
+    def _send_once(self, call: PreparedCall) -> TriggerResult:
+        try:
+            return self.hook.send(call)
+        finally:
+            self._last_exchange_end = time.time()
+
+    def _hold_until(self, hold: float) -> float:
+        return (self._last_exchange_end or 0.0) + hold
+
+    def _seconds_before_resend(self, hold: float, error: BaseException | None) -> float:
+        """Wait out this slot's hold and any Retry-After the service gave, whichever is later."""
+        retry_after = getattr(error, "retry_after", None) or 0.0
+        resend_at = max(self._hold_until(hold), (self._last_exchange_end or 0.0) + retry_after)
+        return max(0.0, resend_at - time.time())
+
+    def _wait_out_hold(self, hold: float) -> None:
+        if self._last_exchange_end is not None and (remaining := self._hold_until(hold) - time.time()) > 0:
+            self.log.info("Keeping the pool slot for %.1f s so the account's rate limits hold.", remaining)
+            time.sleep(remaining)
 
 
 def rendered_app_params(value: Any) -> dict[str, Any]:

@@ -1,10 +1,13 @@
 """How long a webhook call keeps its pool slot so that the account's rate limits always hold.
 
-Every call runs inside the ``octorpa`` pool of ``slots`` slots, and keeps its slot until ``H``
-seconds after its exchange ended. One slot therefore sends at most one call per ``H`` seconds,
-and the pool at most ``slots`` calls in any ``H`` seconds. For a limit of ``amount`` calls per
-``period`` seconds, ``H = slots * period / amount`` gives at most ``slots * period / H = amount``
-calls in any ``period``: the limit holds whatever the number of workers, DAGs and retries.
+Every call runs inside the ``octorpa`` pool of ``P`` slots and keeps its slot until ``H`` seconds
+after its exchange ended, so the calls of one slot are at least ``H`` apart. A window of ``T``
+seconds then holds at most ``ceil(T / H)`` calls of a slot, and at most ``P * ceil(T / H)`` in
+all. For a limit of ``A`` calls per ``T`` seconds, ``H = T / floor(A / P)`` makes
+``ceil(T / H) <= floor(A / P)``, so at most ``P * floor(A / P) <= A`` calls fall in any window:
+every limit holds whatever the number of workers, DAGs and retries. With the vendor's limits and
+5 slots: ``H = max(1 / floor(5 / 5), 60 / floor(20 / 5)) = max(1, 15) = 15`` seconds. A pool with
+more slots than a limit's ``A`` could send more than ``A`` calls at once, so it is refused.
 """
 
 from __future__ import annotations
@@ -21,6 +24,13 @@ def hold_seconds(rate_limits: str, slots: int) -> float:
     """
     from limits import parse_many  # lazily: DAG files import the operator at every parse
 
-    if slots < 1:
-        raise ValueError(f"a pool has at least one slot, got {slots}")
-    return max(slots * item.get_expiry() / item.amount for item in parse_many(rate_limits))
+    holds = []
+    for item in parse_many(rate_limits):
+        calls_per_slot = item.amount // slots
+        if calls_per_slot < 1:
+            raise ValueError(
+                f"a pool of {slots} slots can send {slots} calls at once, more than the limit {item}; "
+                f"give the pool (and the connection's pool_slots) at most {item.amount} slots"
+            )
+        holds.append(item.get_expiry() / calls_per_slot)
+    return max(holds)

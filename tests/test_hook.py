@@ -233,6 +233,9 @@ def test_robot_id_must_be_a_string(emulator, order_conn):
         ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"timeout": -1}}, "timeout -1"),
         ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"rate_limits": "lots"}}, "rate_limits 'lots'"),
         ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"bot_id": 7}}, "bot_id extra"),
+        ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"pool_slots": "five"}}, "pool_slots 'five'"),
+        ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"pool_slots": 0}}, "pool_slots 0"),
+        ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"pool_slots": 8}}, "at most 5 slots"),
     ],
 )
 def test_malformed_connection_fails_before_sending(monkeypatch, conn, message):
@@ -259,6 +262,7 @@ def test_connection_settings_defaults_and_extras(monkeypatch):
         "5/second;20/minute",
         None,
     )
+    assert (config.pool, config.pool_slots, config.hold) == ("octorpa", 5, 15.0)
     assert "s3cret-value" not in repr(config)
     hook = _set_conn(
         monkeypatch,

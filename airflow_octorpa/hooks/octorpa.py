@@ -146,18 +146,14 @@ class OctoRpaWebhookConfig:
     rate_limits: str
     pool: str
     pool_slots: int
-
-    @property
-    def hold(self) -> float:
-        """Seconds a call keeps its pool slot after its exchange ends (see ``rate_limit``)."""
-        return hold_seconds(self.rate_limits, self.pool_slots)
+    hold: float  # seconds a call keeps its pool slot after its exchange ends (see rate_limit)
 
     def __repr__(self) -> str:
         # The secret never appears in a repr.
         return (
             f"OctoRpaWebhookConfig(url={self.url!r}, secret={'***' if self.secret else ''!r}, "
             f"bot_id={self.bot_id!r}, timeout={self.timeout!r}, rate_limits={self.rate_limits!r}, "
-            f"pool={self.pool!r}, pool_slots={self.pool_slots!r})"
+            f"pool={self.pool!r}, pool_slots={self.pool_slots!r}, hold={self.hold!r})"
         )
 
 
@@ -201,14 +197,20 @@ class OctoRpaHook(BaseHook):
                 f"environment variable AIRFLOW_CONN_{self.octorpa_conn_id.upper()}."
             ) from None
         extra = conn.extra_dejson
+        rate_limits, pool_slots = self._extra_rate_limits(extra), self._extra_pool_slots(extra)
+        try:
+            hold = hold_seconds(rate_limits, pool_slots)
+        except ValueError as err:
+            raise self._error(f"cannot keep its calls within its rate limits: {err}.") from None
         return OctoRpaWebhookConfig(
             url=self._webhook_url(conn.host, conn.schema, conn.port, extra),
             secret=conn.password or "",
             bot_id=self._extra_bot_id(extra),
             timeout=self._extra_timeout(extra),
-            rate_limits=self._extra_rate_limits(extra),
+            rate_limits=rate_limits,
             pool=str(extra.get("pool") or DEFAULT_POOL),
-            pool_slots=self._extra_pool_slots(extra),
+            pool_slots=pool_slots,
+            hold=hold,
         )
 
     def _webhook_url(self, host: str | None, schema: str | None, port: int | None, extra: dict) -> str:

@@ -163,7 +163,8 @@ class OctoRpaTriggerOperator(BaseOperator):
 
     def _wait_out_hold(self, hold: float) -> None:
         if self._last_exchange_end is not None and (remaining := self._hold_until(hold) - time.time()) > 0:
-            self.log.info("Keeping the pool slot for %.1f s so the account's rate limits hold.", remaining)
+            if remaining >= 0.1:
+                self.log.info("Keeping the pool slot for %.1f s so the account's rate limits hold.", remaining)
             time.sleep(remaining)
 
 

@@ -1,0 +1,177 @@
+"""Real Airflow components (api-server, scheduler, dag-processor, triggerer) with the LocalExecutor
+and SQLite in a private Airflow home, on free loopback ports; used by tests and ``benchmarks/``.
+
+Every component runs in its own process group and is stopped with SIGTERM, then SIGKILL after a
+grace period (the scheduler may ignore SIGTERM while its workers finish).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+_GRACE_SECONDS = 15.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class AirflowCluster:
+    """``with AirflowCluster(home, dags_folder) as cluster: cluster.trigger(...)``."""
+
+    def __init__(self, home: Path, dags_folder: Path, *, parallelism: int = 16) -> None:
+        self.home = home
+        self.dags_folder = dags_folder
+        self.port = free_port()
+        self.airflow = str(Path(sys.executable).with_name("airflow"))
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
+        self.env.update(
+            {
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+                "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "2",
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+                "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            }
+        )
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def cli(self, *args: str, timeout: float = 180) -> str:
+        done = subprocess.run([self.airflow, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"airflow {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        return done.stdout
+
+    def prepare(self, connections: dict[str, dict[str, Any]], pool_slots: int = 5) -> None:
+        """Migrate the database, create the ``octorpa`` pool and the connections."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.cli("db", "migrate")
+        self.cli("pools", "set", "octorpa", str(pool_slots), "Octopus RPA webhook calls", "--include-deferred")
+        for conn_id, conn in connections.items():
+            self.cli("connections", "add", conn_id, "--conn-json", json.dumps(conn))
+
+    def start(self) -> None:
+        logs = self.home / "component-logs"
+        logs.mkdir(exist_ok=True)
+        for name in COMPONENTS:
+            args = [self.airflow, name] + (["--port", str(self.port), "--host", "127.0.0.1"] if name == "api-server" else [])
+            self.processes[name] = subprocess.Popen(
+                args,
+                env=self.env,
+                stdout=(logs / f"{name}.log").open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_for(self._api_healthy, 120, "the api-server to answer")
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + _GRACE_SECONDS
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for process in self.processes.values():
+            _signal_group(process, signal.SIGKILL)  # the group: LocalExecutor workers and task processes too
+            process.wait()
+
+    def __enter__(self) -> AirflowCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- running DAGs ---------------------------------------------------------------------------
+
+    def wait_for_dags(self, *dag_ids: str, timeout: float = 180) -> None:
+        self._wait_for(lambda: all(self._query("SELECT 1 FROM dag WHERE dag_id = ?", dag_id) for dag_id in dag_ids), timeout, f"DAGs {dag_ids} to be parsed")
+
+    def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any]) -> None:
+        self.cli("dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf))
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> str:
+        """Wait until the run ends; return its state."""
+        def ended() -> bool:
+            rows = self._query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", dag_id, run_id)
+            return bool(rows) and rows[0][0] in ("success", "failed")
+
+        self._wait_for(ended, timeout, f"{dag_id}/{run_id} to end")
+        return self._query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", dag_id, run_id)[0][0]
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[tuple[str, int], str]:
+        rows = self._query("SELECT task_id, map_index, state FROM task_instance WHERE dag_id = ? AND run_id = ?", dag_id, run_id)
+        return {(task_id, map_index): state for task_id, map_index, state in rows}
+
+    def xcom_values(self, dag_id: str, run_id: str, task_id: str) -> dict[int, Any]:
+        rows = self._query(
+            "SELECT map_index, value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = 'return_value'",
+            dag_id,
+            run_id,
+            task_id,
+        )
+        return {map_index: json.loads(value) for map_index, value in rows}
+
+    def log_tail(self, chars: int = 4000) -> str:
+        logs = self.home / "component-logs"
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}" for p in sorted(logs.glob("*.log")))
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _query(self, sql: str, *args: Any) -> list[tuple]:
+        try:
+            with sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True, timeout=10) as db:
+                return db.execute(sql, args).fetchall()
+        except sqlite3.OperationalError:
+            return []  # locked or not yet created: ask again
+
+    def _api_healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v2/monitor/health", timeout=5) as answer:
+                return answer.status == 200
+        except OSError:
+            return False
+
+    def _wait_for(self, condition: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            dead = [name for name, p in self.processes.items() if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                reason = f"{dead} exited" if dead else f"timed out after {timeout:.0f} s"
+                raise TimeoutError(f"Waiting for {what}: {reason}.\n{self.log_tail()}")
+            time.sleep(0.5)
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass

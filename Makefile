@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test bench venv clean
 
 # Airflow is pinned by constraints.txt, as Airflow's own constraint files pin it.
 $(INSTALLED): pyproject.toml constraints.txt
@@ -23,3 +23,7 @@ test: $(INSTALLED)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .hypothesis *.egg-info
+
+# Not part of `make test`: ratios against baselines measured in the same run (see benchmarks/).
+bench: $(INSTALLED)
+	$(BIN)/python benchmarks/rate_limit.py

@@ -1,0 +1,154 @@
+"""``make bench``: the provider's costs, each as a ratio against a baseline measured in the same run.
+
+- ``rate-limit``: a burst of N mapped triggers (default 45) with the vendor's real limits
+  (5/second, 20/minute) through real Airflow components against the emulator, once with the
+  slot hold in the worker and once deferred. ``took`` is the time from the first call the
+  emulator received to the last; ``ideal`` is the least time the two limits allow for N calls
+  (the baseline); ``ratio = ideal / took``.
+- ``hook-overhead``: the hook's cost per call against a bare ``requests.post`` of the same signed
+  body to the same local server (``ratio = hook / bare``).
+- ``import-overhead``: what a DAG file pays to import the operator on top of ``import airflow.sdk``
+  (``ratio = (sdk + operator) / sdk``), from fresh interpreters.
+
+Machines here are shared and noisy: compare ratios, not seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from airflow_cluster import AirflowCluster  # noqa: E402
+
+from airflow_octorpa.emulator import OctoRpaEmulator, default_config, expected_sign  # noqa: E402
+
+VENDOR_LIMITS = "5/second;20/minute"
+WEBHOOK, SECRET = "order-processing", "demo-order-secret"
+
+
+def ideal_seconds(n: int, limits: str) -> float:
+    """The earliest the n-th call can be sent when every call goes out as soon as the windows allow."""
+    from limits import parse_many
+
+    items = [(item.amount, item.get_expiry()) for item in parse_many(limits)]
+    sent: list[float] = []
+    for i in range(n):
+        earliest = sent[-1] if sent else 0.0
+        for amount, period in items:
+            if i >= amount:
+                earliest = max(earliest, sent[i - amount] + period)
+        sent.append(earliest)
+    return sent[-1] - sent[0]
+
+
+def rate_limit_line(n: int, mode: str) -> str:
+    config = default_config()
+    config.rate_limits = VENDOR_LIMITS
+    with OctoRpaEmulator(config) as emulator, tempfile.TemporaryDirectory(prefix="octorpa-bench-") as home:
+        cluster = AirflowCluster(Path(home), REPO / "tests" / "dags")
+        cluster.prepare(
+            {
+                "octorpa_default": {
+                    "conn_type": "octorpa",
+                    "host": emulator.webhook_url(WEBHOOK),
+                    "password": SECRET,
+                    "extra": {"rate_limits": VENDOR_LIMITS},
+                }
+            }
+        )
+        dag_id = f"octorpa_burst_{mode}"
+        with cluster:
+            cluster.start()
+            cluster.wait_for_dags(dag_id)
+            cluster.trigger(dag_id, "bench", {"n": n, "tag": mode})
+            state = cluster.wait_for_run(dag_id, "bench", timeout=60 + 20 * n)
+        calls = emulator.state.snapshot("calls")
+        runs = emulator.state.snapshot("runs")
+    arrivals = sorted(c["received_at"] for c in calls)
+    took = arrivals[-1] - arrivals[0]
+    ideal = ideal_seconds(n, VENDOR_LIMITS)
+    orders = [r["params"]["订单号"] for r in runs]
+    refused = sum(1 for c in calls if c["status"] != 200)
+    duplicates = len(orders) - len(set(orders))
+    return (
+        f"rate-limit: mode={mode} N={n} run={state} delivered={len(set(orders))} refused={refused} "
+        f"duplicates={duplicates} took={took:.1f}s ideal={ideal:.1f}s ratio={ideal / took:.3f}"
+    )
+
+
+def hook_overhead_line(calls: int = 300, rounds: int = 5) -> str:
+    import os
+
+    import requests
+
+    from airflow_octorpa.hooks.octorpa import OctoRpaHook
+
+    config = default_config()
+    config.rate_limits = "1000000/second"
+    with OctoRpaEmulator(config) as emulator:
+        url = emulator.webhook_url(WEBHOOK)
+        os.environ["AIRFLOW_CONN_OCTORPA_BENCH"] = json.dumps(
+            {"conn_type": "octorpa", "host": url, "password": SECRET, "extra": {"rate_limits": "1000000/second"}}
+        )
+        hook = OctoRpaHook("octorpa_bench")
+        params = {"订单号": "SO-BENCH", "数量": 10, "收货地址": "上海市浦东新区世纪大道100号"}
+        call = hook.prepare(params)
+
+        def bare() -> None:
+            ts = str(int(time.time()))
+            body = {"sign": expected_sign(ts, SECRET), "params": params, "timestamp": ts}
+            data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+            requests.post(url, data=data, headers={"Content-Type": "application/json"}, timeout=30).raise_for_status()
+
+        def timed(fn) -> float:
+            started = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            return time.perf_counter() - started
+
+        hook_times, bare_times = [], []
+        for _ in range(rounds):  # interleaved, so both see the same machine
+            bare_times.append(timed(bare))
+            hook_times.append(timed(lambda: hook.send(call)))
+    hook_ms = statistics.median(hook_times) / calls * 1000
+    bare_ms = statistics.median(bare_times) / calls * 1000
+    return f"hook-overhead: hook={hook_ms:.2f}ms bare={bare_ms:.2f}ms per call ratio={hook_ms / bare_ms:.3f}"
+
+
+def import_overhead_line(repeats: int = 9) -> str:
+    def wall(code: str) -> float:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+        return time.perf_counter() - started
+
+    sdk_times, op_times = [], []
+    for _ in range(repeats):
+        sdk_times.append(wall("import airflow.sdk"))
+        op_times.append(wall("import airflow.sdk\nfrom airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator"))
+    sdk, op = statistics.median(sdk_times), statistics.median(op_times)
+    return f"import-overhead: sdk={sdk:.3f}s sdk+operator={op:.3f}s ratio={op / sdk:.3f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=45, help="triggers in the burst (default 45)")
+    parser.add_argument("--modes", default="worker,deferred", help="slot-hold modes to measure")
+    args = parser.parse_args()
+    print(import_overhead_line(), flush=True)
+    print(hook_overhead_line(), flush=True)
+    for mode in args.modes.split(","):
+        print(rate_limit_line(args.n, mode), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

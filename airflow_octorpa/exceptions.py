@@ -8,8 +8,9 @@ vendor's ``code``/``description`` only.
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
-from airflow.exceptions import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 # What a user can do about the vendor's known error codes. The vendor documents one code in
 # public; the rest are unknown (see shared notes), so they get the generic advice below.
@@ -54,8 +55,11 @@ class OctoRpaError(AirflowException):
         return False
 
 
-class OctoRpaConfigurationError(OctoRpaError, ValueError):
-    """The connection or the task arguments cannot produce a correct call; nothing was sent."""
+class OctoRpaConfigurationError(OctoRpaError, AirflowFailException, ValueError):
+    """The connection or the task arguments cannot produce a correct call; nothing was sent.
+
+    A retry cannot change that, so the task fails without burning its retries.
+    """
 
 
 class OctoRpaInvalidParamsError(OctoRpaConfigurationError, TypeError):
@@ -139,3 +143,32 @@ class OctoRpaWebhookError(OctoRpaError):
         if self.code is None and self.body_excerpt is not None:
             parts.append(f"non-JSON body starting {self.body_excerpt!r}")
         return ", ".join(parts) + ". " + self._advice()
+
+    @classmethod
+    def from_answer(cls, **fields: Any) -> OctoRpaWebhookError:
+        """The error for an answer, as the subclass that says whether a retry can help."""
+        status, code = fields["status"], fields.get("code")
+        if code in _PERMANENT_CODES or status in (401, 403):
+            return OctoRpaRejectedError(**fields)
+        return cls(**fields)
+
+
+# Answers no retry can change: the secret, the clock or the credentials must be fixed first.
+_PERMANENT_CODES = frozenset({"SignatureVerificationFailureOrTimestampExpired"})
+
+
+class OctoRpaRejectedError(OctoRpaWebhookError, AirflowFailException):
+    """The service rejected the call's credentials; the task fails without burning its retries."""
+
+
+class OctoRpaUnknownOutcomeError(OctoRpaError, AirflowFailException):
+    """A call may have started a run, and this provider will not send it again on its own.
+
+    Raised when the answer was lost (timeout, reset, a gateway's 5xx) and on a retry that finds
+    such a call in the task's record. The task fails without retrying; check the Octopus RPA
+    console, then clear the task to trigger again if no run started.
+    """
+
+    @property
+    def outcome(self) -> CallOutcome:
+        return CallOutcome.UNKNOWN

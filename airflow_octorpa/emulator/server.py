@@ -15,15 +15,19 @@ import json
 import logging
 import math
 import re
+import socket
+import struct
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from limits import parse_many, storage, strategies
 
 from airflow_octorpa.emulator.config import EmulatorConfig, WebhookSpec, default_config
+from airflow_octorpa.emulator.faults import Fault, FaultPlan
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,20 @@ class _Refusal(Exception):
         self.retry_after = retry_after
 
 
+@dataclass
+class Answer:
+    """What the handler does with a call: send ``status``/``payload``, maybe late, or reset."""
+
+    status: int
+    payload: dict[str, Any] | str
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    reset: bool = False
+
+
+_GATEWAY_PAGE = "<html><head><title>{status}</title></head><body><h1>{status} Bad Gateway</h1><hr>nginx</body></html>"
+
+
 def expected_sign(timestamp: str, secret: str) -> str:
     """The signature the service expects (written apart from the hook's, as the vendor's is)."""
     digest = hmac.new((timestamp + "\n" + secret).encode("utf-8"), None, hashlib.sha256).digest()
@@ -64,12 +82,14 @@ class EmulatorState:
         self._last_ticks = 0
         self.calls: list[dict[str, Any]] = []
         self.runs: list[dict[str, Any]] = []
+        self.faults = FaultPlan()
 
     def reset(self) -> None:
         with self._lock:
             self.calls.clear()
             self.runs.clear()
             self._storage.reset()
+        self.faults.clear()
 
     def configure(self, *, rate_limits: str | None = None, timestamp_tolerance: int | None = None) -> None:
         """Change the account's limits or timestamp window; new limits start with empty windows."""
@@ -110,32 +130,60 @@ class EmulatorState:
                 ],
             }
 
-    def invoke(self, webhook_id: str, raw_body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """Handle one webhook call; return (status, JSON body, extra headers) and record it."""
+    def record_dropped(self, webhook_id: str) -> None:
+        """Record a call whose connection was reset before its request was read."""
+        with self._lock:
+            self.calls.append(
+                {"webhook_id": webhook_id, "received_at": time.time(), "seq": next(self._seq), "status": None,
+                 "code": None, "fault": "drop_before_read"}
+            )
+
+    def invoke(self, webhook_id: str, raw_body: bytes, fault: Fault | None = None) -> Answer:
+        """Handle one webhook call, with an injected ``fault`` if any, and record it."""
         received_at = time.time()
         call: dict[str, Any] = {"webhook_id": webhook_id, "received_at": received_at}
+        if fault is not None:
+            call["fault"] = fault.kind
         with self._lock:
             call["seq"] = next(self._seq)
             try:
                 body = self._parse_body(raw_body, call)
                 webhook = self._webhook(webhook_id)
+                if fault is not None and not fault.starts_run:
+                    return self._refuse(call, self._injected_refusal(fault), html=fault.kind == "html")
                 self._take_rate_limit()
                 self._check_signature(webhook, body, received_at)
                 run = self._start_run(webhook, body, received_at)
             except _Refusal as refusal:
-                call.update(status=refusal.status, code=refusal.code)
-                self.calls.append(call)
-                headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after is not None else {}
-                return refusal.status, self._failure(refusal), headers
-            call.update(status=200, code=None, flow_process_no=run["flow_process_no"])
-            self.calls.append(call)
+                return self._refuse(call, refusal)
             self.runs.append(run)
-            answer = {
-                "enterpriseId": self.config.enterprise_id,
-                "flowId": webhook.app.flow_id,
-                "flowProcessNo": run["flow_process_no"],
-            }
-            return 200, answer, {}
+            answer = Answer(
+                200,
+                {"enterpriseId": self.config.enterprise_id, "flowId": webhook.app.flow_id, "flowProcessNo": run["flow_process_no"]},
+            )
+            if fault is not None:  # the run has started; now the answer goes wrong
+                if fault.kind == "delay_after_start":
+                    answer.delay = fault.seconds
+                elif fault.kind == "reset_after_start":
+                    answer.status, answer.reset = 0, True
+                else:
+                    answer.status, answer.payload = fault.status or 502, _GATEWAY_PAGE.format(status=fault.status or 502)
+            call.update(status=answer.status or None, code=None, flow_process_no=run["flow_process_no"])
+            self.calls.append(call)
+            return answer
+
+    def _refuse(self, call: dict[str, Any], refusal: _Refusal, html: bool = False) -> Answer:
+        call.update(status=refusal.status, code=refusal.code)
+        self.calls.append(call)
+        headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after is not None else {}
+        payload = _GATEWAY_PAGE.format(status=refusal.status) if html else self._failure(refusal)
+        return Answer(refusal.status, payload, headers)
+
+    @staticmethod
+    def _injected_refusal(fault: Fault) -> _Refusal:
+        if fault.kind == "rate_limit":
+            return _Refusal(429, "TooManyRequests", "Rate limit exceeded (injected).", retry_after=1)
+        return _Refusal(fault.status or 503, "ServiceUnavailable", "The service is unavailable (injected).")
 
     @staticmethod
     def _failure(refusal: _Refusal) -> dict[str, Any]:
@@ -263,9 +311,12 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s - %s", self.address_string(), format % args)
 
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        if isinstance(payload, str):  # an HTML page
+            data, content_type = payload.encode("utf-8"), "text/html; charset=utf-8"
+        else:
+            data, content_type = json.dumps(payload, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8"
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
@@ -281,8 +332,7 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         path = self.path.split("?", 1)[0]
         if match := INVOKE_PATH.match(path):
-            status, payload, headers = state.invoke(match["id"], self._read_body())
-            self._send(status, payload, headers)
+            self._invoke(state, match["id"])
         elif path == f"{CONTROL_PREFIX}/reset":
             self._read_body()
             state.reset()
@@ -293,6 +343,14 @@ class _Handler(BaseHTTPRequestHandler):
                 rate_limits=settings.get("rate_limits"), timestamp_tolerance=settings.get("timestamp_tolerance")
             )
             self._send(200, state.public_config())
+        elif path.startswith(f"{CONTROL_PREFIX}/faults/"):
+            spec = json.loads(self._read_body() or b"{}")
+            state.faults.queue(path.rsplit("/", 1)[1], spec.get("faults", []))
+            self._send(200, {"queued": len(spec.get("faults", []))})
+        elif path == f"{CONTROL_PREFIX}/random-faults":
+            spec = json.loads(self._read_body() or b"null")
+            state.faults.set_random(spec)
+            self._send(200, {"random_faults": spec})
         elif path.startswith(f"{CONTROL_PREFIX}/webhooks/"):
             spec = json.loads(self._read_body() or b"{}")
             spec["id"] = path.rsplit("/", 1)[1]
@@ -300,6 +358,29 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"webhook": spec["id"]})
         else:
             self._send(404, {"code": "NotFound", "description": f"No route for POST {path}."})
+
+    def _invoke(self, state: EmulatorState, webhook_id: str) -> None:
+        fault = state.faults.take(webhook_id)
+        if fault is not None and fault.kind == "drop_before_read":
+            state.record_dropped(webhook_id)
+            self._reset_connection()
+            return
+        answer = state.invoke(webhook_id, self._read_body(), fault)
+        if answer.delay:
+            time.sleep(answer.delay)
+        if answer.reset:
+            self._reset_connection()
+            return
+        try:
+            self._send(answer.status, answer.payload, answer.headers)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up waiting (a delayed answer): the run started all the same
+
+    def _reset_connection(self) -> None:
+        """Close with RST (SO_LINGER 0): the client sees a reset, not a clean end of answer."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.connection.close()
 
     def do_GET(self) -> None:  # noqa: N802
         state = self.server.state

@@ -148,6 +148,14 @@ class OctoRpaWebhookConfig:
     pool_slots: int
     hold: float  # seconds a call keeps its pool slot after its exchange ends (see rate_limit)
 
+    @property
+    def webhook_id(self) -> str:
+        """The webhook's id as the console shows it: the URL's part before ``/invoke``."""
+        parts = [p for p in urlsplit(self.url).path.split("/") if p]
+        if len(parts) >= 2 and parts[-1] == "invoke":
+            return parts[-2]
+        return parts[-1] if parts else self.url
+
     def __repr__(self) -> str:
         # The secret never appears in a repr.
         return (
@@ -345,7 +353,7 @@ class OctoRpaHook(BaseHook):
     def _webhook_error(self, response: requests.Response) -> OctoRpaWebhookError:
         fields = _json_object(response)
         lowered = {str(k).lower(): v for k, v in fields.items()} if fields is not None else {}
-        return OctoRpaWebhookError(
+        return OctoRpaWebhookError.from_answer(
             status=response.status_code,
             code=_str_or_none(lowered.get("code")),
             description=_str_or_none(lowered.get("description")),

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
-from airflow_octorpa.exceptions import OctoRpaError, OctoRpaInvalidParamsError
+from airflow_octorpa.call_record import STARTED, CallLedger, CallRecord
+from airflow_octorpa.exceptions import CallOutcome, OctoRpaError, OctoRpaInvalidParamsError, OctoRpaUnknownOutcomeError
 from airflow_octorpa.rate_limit import DEFAULT_POOL
 
 # Below this, deferring costs more (a triggerer round trip) than waiting in the worker.
@@ -20,7 +21,7 @@ _MIN_DEFERRAL_SECONDS = 2.0
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_octorpa.hooks.octorpa import OctoRpaHook, PreparedCall, TriggerResult
+    from airflow_octorpa.hooks.octorpa import OctoRpaHook, PreparedCall
 
 
 class OctoRpaTriggerOperator(BaseOperator):
@@ -42,6 +43,8 @@ class OctoRpaTriggerOperator(BaseOperator):
         (default: ``[operators] default_deferrable``). The result is the same either way.
     :param rate_limit_retries: How many times a call that started nothing (refused for the rate
         limit, or never sent) is sent again, each after the slot hold and any ``Retry-After``.
+    :param resend_on_unknown_outcome: When a call may have started a run (its answer was lost), let
+        the task's retries send it again. Off by default: the app could run twice.
     """
 
     template_fields: Sequence[str] = ("app_params", "bot_id")
@@ -57,6 +60,7 @@ class OctoRpaTriggerOperator(BaseOperator):
         pool: str | None = DEFAULT_POOL,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         rate_limit_retries: int = 3,
+        resend_on_unknown_outcome: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(pool=pool, **kwargs)
@@ -65,6 +69,7 @@ class OctoRpaTriggerOperator(BaseOperator):
         self.octorpa_conn_id = octorpa_conn_id
         self.deferrable = deferrable
         self.rate_limit_retries = rate_limit_retries
+        self.resend_on_unknown_outcome = resend_on_unknown_outcome
         self._last_exchange_end: float | None = None  # when this task's last webhook exchange ended
 
     @classmethod
@@ -85,30 +90,39 @@ class OctoRpaTriggerOperator(BaseOperator):
         app_params = rendered_app_params(self.app_params)
         config = self.hook.config
         self._warn_outside_pool(config.pool)
+        call = self.hook.prepare(app_params, bot_id=self.bot_id or None)  # bad input: nothing sent
+        ledger = CallLedger.from_context(context, self.retries, self.log)
+        if (prior := ledger.prior()) is not None:
+            if prior.state == STARTED and prior.result is not None:
+                self.log.info(
+                    "An earlier try already started Octopus RPA run flowProcessNo=%s at %s; not triggering "
+                    "again.", prior.result.get("flow_process_no"), prior.sent_at_text,
+                )
+                return prior.result
+            if not self.resend_on_unknown_outcome:
+                raise self._unknown_outcome_error(prior, "An earlier try of this task")
+            self.log.warning(
+                "An earlier try sent this call at %s and its outcome is unknown; sending it again because "
+                "resend_on_unknown_outcome=True. The app may run twice.", prior.sent_at_text,
+            )
         hold = config.hold
         self._last_exchange_end = None
         try:
-            result = self._send_until_accepted(app_params, hold)
+            result = self._send_until_accepted(call, hold, ledger, config.webhook_id)
         except Exception:
             self._wait_out_hold(hold)  # a refused call counts against the limits too
             raise
-        self.log.info(
-            "Started Octopus RPA run flowProcessNo=%s (flowId=%s) with %d input variable(s).",
-            result.flow_process_no,
-            result.flow_id,
-            len(app_params),
-        )
         hold_until = self._hold_until(hold)
         if self.deferrable and hold_until - time.time() > _MIN_DEFERRAL_SECONDS:
             from airflow_octorpa.triggers.octorpa import OctoRpaSlotHoldTrigger
 
             self.log.info("Keeping the pool slot for %.1f s (deferred) to stay within %s.", hold_until - time.time(), config.rate_limits)
             self.defer(
-                trigger=OctoRpaSlotHoldTrigger(hold_until=hold_until, result=result.to_dict()),
+                trigger=OctoRpaSlotHoldTrigger(hold_until=hold_until, result=result),
                 method_name="execute_complete",
             )
         self._wait_out_hold(hold)
-        return result.to_dict()
+        return result
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, str | None]:
         """Resume after the deferred slot hold; the result was decided before deferring."""
@@ -125,11 +139,11 @@ class OctoRpaTriggerOperator(BaseOperator):
                 account_pool,
             )
 
-    def _send_until_accepted(self, app_params: dict[str, Any], hold: float) -> TriggerResult:
+    def _send_until_accepted(
+        self, call: PreparedCall, hold: float, ledger: CallLedger, webhook: str
+    ) -> dict[str, str | None]:
         """Send the call; resend only what cannot have started a run (rate-limited, never sent)."""
         from tenacity import Retrying, retry_if_exception, stop_after_attempt
-
-        call = self.hook.prepare(app_params, bot_id=self.bot_id or None)  # bad input: nothing sent
 
         retrying = Retrying(
             retry=retry_if_exception(lambda err: isinstance(err, OctoRpaError) and err.safe_to_resend),
@@ -144,13 +158,39 @@ class OctoRpaTriggerOperator(BaseOperator):
             ),
             reraise=True,
         )
-        return retrying(self._send_once, call)
+        return retrying(self._send_once, call, ledger, webhook)
 
-    def _send_once(self, call: PreparedCall) -> TriggerResult:
+    def _send_once(self, call: PreparedCall, ledger: CallLedger, webhook: str) -> dict[str, str | None]:
+        """One request, recorded before it leaves and classified once it ends."""
+        record = ledger.sending(webhook, call.bot_id)
         try:
-            return self.hook.send(call)
+            result = self.hook.send(call).to_dict()
+        except OctoRpaError as err:
+            if err.outcome is CallOutcome.NOT_STARTED:
+                ledger.not_started()
+                raise
+            ledger.unknown(record)
+            if self.resend_on_unknown_outcome:  # the user chose Airflow retries to resend it
+                raise
+            raise self._unknown_outcome_error(record, "This call", cause=err) from err
         finally:
             self._last_exchange_end = time.time()
+        self.log.info(
+            "Started Octopus RPA run flowProcessNo=%s (flowId=%s) with %d input variable(s).",
+            result["flow_process_no"], result["flow_id"], len(call.params),
+        )
+        ledger.started(record, result)
+        return result
+
+    def _unknown_outcome_error(self, record: CallRecord, who: str, cause: Exception | None = None) -> OctoRpaUnknownOutcomeError:
+        what = f" ({cause})" if cause is not None else ""
+        return OctoRpaUnknownOutcomeError(
+            f"{who} sent the Octopus RPA call at {record.sent_at_text} to webhook {record.webhook!r} "
+            f"(robot {record.robot or 'chosen on the trigger'}) and got no usable answer{what}. The app MAY HAVE "
+            "STARTED. Check the Octopus RPA console for a run at that time. If none started, clear this task "
+            "to trigger again; retries will not resend it unless resend_on_unknown_outcome=True, which "
+            "risks a second run."
+        )
 
     def _hold_until(self, hold: float) -> float:
         return (self._last_exchange_end or 0.0) + hold

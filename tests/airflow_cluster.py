@@ -103,6 +103,22 @@ class AirflowCluster:
         for process in self.processes.values():
             _signal_group(process, signal.SIGKILL)  # the group: LocalExecutor workers and task processes too
             process.wait()
+        self._kill_strays()
+
+    def _kill_strays(self) -> None:
+        """Kill what left its group (task supervisors start sessions of their own): every process
+        whose environment names this cluster's private AIRFLOW_HOME."""
+        marker = f"AIRFLOW_HOME={self.home}".encode()
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if marker in environ and int(pid) != os.getpid():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def __enter__(self) -> AirflowCluster:
         return self

@@ -1,0 +1,131 @@
+"""Through real Airflow components: a burst from two DAGs stays inside the limits, and a worker
+killed after its call does not trigger twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from airflow_cluster import AirflowCluster
+from conftest import ORDER_SECRET, ORDER_WEBHOOK
+
+from airflow_octorpa.emulator import OctoRpaEmulator, default_config
+
+# The vendor's windows scaled down (a minute becomes 12 s) in both the emulator and the
+# connection, so the slot hold is max(1 / 1, 12 / 4) = 3 s instead of 15 s.
+SCALED_LIMITS = "5/second;20/12 seconds"
+N_PER_DAG = 24
+
+
+@pytest.fixture(scope="module")
+def scaled_emulator():
+    config = default_config()
+    config.rate_limits = SCALED_LIMITS
+    with OctoRpaEmulator(config) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def cluster(scaled_emulator):
+    """One set of Airflow components for the module's tests, stopped whatever happens."""
+    home = Path(tempfile.mkdtemp(prefix="octorpa-cluster-"))
+    cluster = AirflowCluster(home, Path(__file__).parent / "dags")
+    url = scaled_emulator.webhook_url(ORDER_WEBHOOK)
+    cluster.prepare(
+        {
+            "octorpa_default": {"conn_type": "octorpa", "host": url, "password": ORDER_SECRET, "extra": {"rate_limits": SCALED_LIMITS}},
+            # One call per 20 s from one slot: a 20 s hold after the call, time to kill the worker.
+            "octorpa_slow": {"conn_type": "octorpa", "host": url, "password": ORDER_SECRET, "extra": {"rate_limits": "1/20 seconds", "pool_slots": 1}},
+        }
+    )
+    with cluster:
+        cluster.start()
+        yield cluster
+
+
+@pytest.mark.timeout(600)
+def test_burst_from_two_dags_is_delivered_once_each_and_never_refused(scaled_emulator, cluster):
+    scaled_emulator.state.reset()
+    cluster.wait_for_dags("octorpa_burst_worker", "octorpa_burst_deferred")
+    started = time.monotonic()
+    for mode in ("worker", "deferred"):
+        cluster.trigger(f"octorpa_burst_{mode}", "burst", {"n": N_PER_DAG, "tag": mode})
+    states = {mode: cluster.wait_for_run(f"octorpa_burst_{mode}", "burst", timeout=420) for mode in ("worker", "deferred")}
+    took = time.monotonic() - started
+    assert states == {"worker": "success", "deferred": "success"}, cluster.log_tail()
+    xcoms = {mode: cluster.xcom_values(f"octorpa_burst_{mode}", "burst", "trigger") for mode in ("worker", "deferred")}
+
+    calls = scaled_emulator.state.snapshot("calls")
+    runs = scaled_emulator.state.snapshot("runs")
+    orders = [r["params"]["订单号"] for r in runs]
+    expected = {f"{mode}-{i:03d}" for mode in ("worker", "deferred") for i in range(N_PER_DAG)}
+    assert [c for c in calls if c["status"] != 200] == []  # none refused
+    assert len(orders) == len(set(orders)) == 2 * N_PER_DAG  # none arrived twice
+    assert set(orders) == expected  # every trigger started a run
+    for mode in ("worker", "deferred"):  # each task's XCom names its own run
+        assert sorted(xcoms[mode]) == list(range(N_PER_DAG))
+    by_number = {r["flow_process_no"]: r["params"]["订单号"] for r in runs}
+    for mode in ("worker", "deferred"):
+        for index, value in xcoms[mode].items():
+            assert by_number[value["flow_process_no"]] == f"{mode}-{index:03d}"
+    # No moving window ever held more than the limits (the emulator refused none, and this says why).
+    arrivals = sorted(c["received_at"] for c in calls)
+    for period, amount in ((1.0, 5), (12.0, 20)):
+        assert max(sum(1 for t in arrivals if s <= t < s + period) for s in arrivals) <= amount
+    print(f"{2 * N_PER_DAG} triggers through the scheduler in {took:.1f} s")
+
+
+def _kill_task_process(ti_id: str) -> None:
+    """SIGKILL the task process the LocalExecutor runs for ``ti_id`` (titled 'airflow worker -- <id>')."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"airflow worker -- {ti_id}" in cmdline:
+            os.kill(int(pid), signal.SIGKILL)
+            return
+    raise AssertionError(f"no task process for {ti_id}")
+
+
+def _wait(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(600)
+def test_worker_killed_after_its_call_is_not_triggered_twice_but_a_clear_is(scaled_emulator, cluster):
+    scaled_emulator.state.reset()
+    cluster.wait_for_dags("octorpa_crash")
+    cluster.trigger("octorpa_crash", "crash", {})
+    _wait(lambda: len(scaled_emulator.state.snapshot("runs")) == 1, 180, "the first call")
+    (ti_hex,) = cluster._query("SELECT id FROM task_instance WHERE dag_id = 'octorpa_crash' AND run_id = 'crash'")[0]
+    ti_id = str(uuid.UUID(ti_hex))
+    _wait(lambda: "Keeping the pool slot" in _task_log(cluster, "crash"), 30, "the slot hold to begin")
+    _kill_task_process(ti_id)  # the run started and was recorded; the worker dies holding its slot
+
+    assert cluster.wait_for_run("octorpa_crash", "crash", timeout=180) == "success", cluster.log_tail()
+    (first,) = scaled_emulator.state.snapshot("runs")
+    assert len(scaled_emulator.state.snapshot("calls")) == 1  # the retry sent nothing
+    assert cluster.xcom_values("octorpa_crash", "crash", "trigger")[-1]["flow_process_no"] == first["flow_process_no"]
+    assert cluster._query("SELECT try_number FROM task_instance WHERE dag_id = 'octorpa_crash' AND run_id = 'crash'")[0][0] == 2
+
+    # Clearing the task is a deliberate new trigger: it starts a second run.
+    # (The DAG's only task; Airflow 3.3's --task-regex selects nothing here.)
+    cluster.cli("tasks", "clear", "octorpa_crash", "--yes")
+    _wait(lambda: len(scaled_emulator.state.snapshot("runs")) == 2, 180, "the cleared task's call")
+    assert cluster.wait_for_run("octorpa_crash", "crash", timeout=180) == "success", cluster.log_tail()
+    second = scaled_emulator.state.snapshot("runs")[1]
+    assert cluster.xcom_values("octorpa_crash", "crash", "trigger")[-1]["flow_process_no"] == second["flow_process_no"]
+
+
+def _task_log(cluster, run_id: str) -> str:
+    logs = cluster.home / "logs"
+    return "".join(p.read_text(errors="replace") for p in logs.rglob("*.log") if "octorpa_crash" in str(p) and run_id in str(p))

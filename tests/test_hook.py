@@ -216,6 +216,15 @@ def test_params_json_cannot_carry_fail_before_sending(emulator, order_conn, para
     assert emulator.state.snapshot("calls") == []
 
 
+def test_oversized_body_is_refused_before_sending(emulator, order_conn):
+    from airflow_octorpa.hooks.octorpa import MAX_BODY_BYTES
+
+    with pytest.raises(OctoRpaInvalidParamsError, match=f"limit of {MAX_BODY_BYTES} bytes"):
+        OctoRpaHook(order_conn).trigger({"附件": "字" * (MAX_BODY_BYTES // 3 + 1)})  # 3 UTF-8 bytes each
+    assert emulator.state.snapshot("calls") == []
+    OctoRpaHook(order_conn).trigger({"附件": "x" * (MAX_BODY_BYTES // 2)})  # under the limit: sent
+
+
 def test_robot_id_must_be_a_string(emulator, order_conn):
     with pytest.raises(OctoRpaConfigurationError, match="bot_id must be a string"):
         OctoRpaHook(order_conn).trigger({}, bot_id=12345)  # type: ignore[arg-type]

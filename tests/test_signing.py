@@ -6,7 +6,7 @@ import base64
 import json
 import time
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airflow_octorpa.emulator import expected_sign
@@ -44,3 +44,33 @@ def test_body_round_trips_through_json_with_types_intact(params, secret, bot):
     assert sent["params"] == params
     assert sent["sign"] == expected_sign(timestamp, secret)
     assert sent.get("SpecifiedBot") == (bot or None)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    params=st.dictionaries(st.text(min_size=1), json_values, max_size=5),
+    secret=st.text(min_size=1).filter(lambda s: "\x00" not in s),
+    robot=st.none() | st.just("robot-warehouse-01"),
+)
+def test_any_unicode_call_passes_the_services_verification(emulator, params, secret, robot):
+    """Through HTTP: the emulator checks the signature itself and records exactly what it read."""
+    import os
+
+    from airflow_octorpa.emulator import WebhookSpec
+    from airflow_octorpa.hooks.octorpa import OctoRpaHook
+
+    emulator.state.reset()
+    emulator.state.put_webhook(WebhookSpec.from_dict({"id": "prop", "robot": "robot-warehouse-01", "secret": secret, "app": {"inputs": {}}}))
+    emulator.state.configure(rate_limits="1000000/second")
+    os.environ["AIRFLOW_CONN_OCTORPA_PROP"] = json.dumps(
+        {"conn_type": "octorpa", "host": emulator.webhook_url("prop"), "password": secret, "extra": {"rate_limits": "1000000/second"}}
+    )
+    try:
+        result = OctoRpaHook("octorpa_prop").trigger(params, bot_id=robot)
+    finally:
+        del os.environ["AIRFLOW_CONN_OCTORPA_PROP"]
+        emulator.state.configure(rate_limits="5/second;20/minute")
+    (call,) = emulator.state.snapshot("calls")
+    assert call["status"] == 200 and result.flow_process_no == call["flow_process_no"]
+    assert call["params"] == params
+    assert call["specified_bot"] == robot

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     import requests
 
 DEFAULT_TIMEOUT = 30.0
+# The vendor documents no size limit; an RPA app's input variables are small, and a body this big
+# is a mistake (a whole file passed by value) that is better refused before it is sent.
+MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_RATE_LIMITS = "5/second;20/minute"
 # How much of a non-JSON error body (a gateway's HTML page) an error message quotes.
 _EXCERPT_CHARS = 200
@@ -315,7 +318,14 @@ class OctoRpaHook(BaseHook):
     def prepare(self, app_params: Mapping[str, Any] | None, bot_id: str | None = None) -> PreparedCall:
         """Check a call without sending it: raises ``OctoRpaConfigurationError`` for what cannot be sent."""
         call = PreparedCall(params=validate_app_params(app_params), bot_id=bot_id or self.config.bot_id)
-        build_payload(call.params, secret=None, bot_id=call.bot_id)  # the same checks a send makes
+        body = build_payload(call.params, secret=None, bot_id=call.bot_id)  # the same checks a send makes
+        size = len(json.dumps(body, ensure_ascii=False).encode("utf-8"))
+        if size > MAX_BODY_BYTES:
+            raise OctoRpaInvalidParamsError(
+                f"app_params make a request body of {size} bytes, over this provider's limit of "
+                f"{MAX_BODY_BYTES} bytes. Pass a reference (a file path or URL the app can read) instead "
+                "of the content itself."
+            )
         return call
 
     def send(self, call: PreparedCall) -> TriggerResult:

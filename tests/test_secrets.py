@@ -1,0 +1,74 @@
+"""The secret and every sign value stay out of logs, rendered fields, XCom, errors and reprs."""
+
+from __future__ import annotations
+
+import pytest
+from airflow_helpers import run_dag
+from conftest import EXAMPLE_DAGS, FAST_LIMITS, ORDER_SECRET, ORDER_WEBHOOK, connection_json
+
+from airflow_octorpa.emulator import expected_sign
+from airflow_octorpa.hooks.octorpa import OctoRpaHook
+from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+WRONG_SECRET = "wrong-secret-for-the-scan"
+
+
+def _everything_airflow_stored(dag_runs) -> str:
+    """Rendered fields, XComs and task state records of the runs, as one text."""
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields as RTIF
+    from airflow.models.task_state_store import TaskStateStoreModel
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    parts = []
+    with create_session() as session:
+        for dag_run in dag_runs:
+            for model in (RTIF, XComModel, TaskStateStoreModel):
+                rows = session.scalars(select(model).where(model.dag_id == dag_run.dag_id, model.run_id == dag_run.run_id)).all()
+                parts += [repr({c.name: getattr(row, c.key, None) for c in model.__table__.columns}) for row in rows]
+    return "\n".join(parts)
+
+
+def test_no_secret_or_sign_anywhere_airflow_writes(emulator, order_conn, monkeypatch, capfd):
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import DAG
+
+    bag = DagBag(dag_folder=EXAMPLE_DAGS)
+    dag_runs = [bag.dags[dag_id].test() for dag_id in ("example_octorpa_order", "example_octorpa_mapped_orders")]
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OCTORPA_WRONG",
+        connection_json(emulator.webhook_url(ORDER_WEBHOOK), WRONG_SECRET, rate_limits=FAST_LIMITS),
+    )
+    with DAG("secrets_failing", schedule=None) as failing:
+        OctoRpaTriggerOperator(task_id="trigger", octorpa_conn_id="octorpa_wrong", app_params={"订单号": "SO-X"})
+    dag_runs.append(run_dag(failing))
+
+    calls = emulator.state.snapshot("calls")
+    assert len(calls) == 5 and [c["status"] for c in calls].count(400) == 1
+    signs = {expected_sign(str(c["timestamp"]), ORDER_SECRET) for c in calls}
+    signs |= {expected_sign(str(c["timestamp"]), WRONG_SECRET) for c in calls}
+    logs = capfd.readouterr()
+    stored = _everything_airflow_stored(dag_runs)
+    assert "flow_process_no" in stored and "SignatureVerificationFailureOrTimestampExpired" in logs.out + logs.err
+    for text in (logs.out, logs.err, stored):
+        for secret in (ORDER_SECRET, WRONG_SECRET, *signs):
+            assert secret not in text
+
+
+def test_no_secret_in_reprs_or_error_messages(emulator, monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OCTORPA_DEFAULT", connection_json(emulator.webhook_url(ORDER_WEBHOOK), WRONG_SECRET, rate_limits=FAST_LIMITS)
+    )
+    hook = OctoRpaHook()
+    texts = [repr(hook.config), str(hook.config)]
+    try:
+        hook.trigger({"订单号": "SO-1"})
+    except Exception as err:  # the refusal, with its vendor fields
+        texts += [str(err), repr(err), repr(err.__dict__)]
+    (call,) = emulator.state.snapshot("calls")
+    for text in texts:
+        assert WRONG_SECRET not in text
+        assert expected_sign(str(call["timestamp"]), WRONG_SECRET) not in text

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from airflow_cluster import AirflowCluster
+from fault_load import run_fault_load
 from conftest import ORDER_SECRET, ORDER_WEBHOOK
 
 from airflow_octorpa.emulator import OctoRpaEmulator, default_config
@@ -38,7 +39,8 @@ def cluster(scaled_emulator):
     url = scaled_emulator.webhook_url(ORDER_WEBHOOK)
     cluster.prepare(
         {
-            "octorpa_default": {"conn_type": "octorpa", "host": url, "password": ORDER_SECRET, "extra": {"rate_limits": SCALED_LIMITS}},
+            # A 2 s client timeout: the injected late answers (5 s) are lost, as a slow network would lose them.
+            "octorpa_default": {"conn_type": "octorpa", "host": url, "password": ORDER_SECRET, "extra": {"rate_limits": SCALED_LIMITS, "timeout": 2}},
             # One call per 20 s from one slot: a 20 s hold after the call, time to kill the worker.
             "octorpa_slow": {"conn_type": "octorpa", "host": url, "password": ORDER_SECRET, "extra": {"rate_limits": "1/20 seconds", "pool_slots": 1}},
         }
@@ -129,3 +131,14 @@ def test_worker_killed_after_its_call_is_not_triggered_twice_but_a_clear_is(scal
 def _task_log(cluster, run_id: str) -> str:
     logs = cluster.home / "logs"
     return "".join(p.read_text(errors="replace") for p in logs.rglob("*.log") if "octorpa_crash" in str(p) and run_id in str(p))
+
+
+@pytest.mark.timeout(600)
+def test_random_faults_leave_every_trigger_accounted_for_and_none_twice(scaled_emulator, cluster):
+    # Seed 5 draws every kind of fault within the first 40 calls.
+    summary = run_fault_load(cluster, scaled_emulator, n=40, run_id="faults", seed=5, timeout=420)
+    print(summary.line())
+    assert summary.duplicates == 0 and summary.lost == 0, summary.line()
+    assert summary.started + summary.unknown == 40
+    assert summary.runs_of_unknown >= 1, "a run must have started behind a lost answer"
+    assert {"rate_limit", "status_before_start", "delay_after_start", "reset_after_start"} <= set(summary.faults)

@@ -154,7 +154,7 @@ class AirflowCluster:
             run_id,
             task_id,
         )
-        return {map_index: json.loads(value) for map_index, value in rows}
+        return {map_index: _xcom_value(value) for map_index, value in rows}
 
     def log_tail(self, chars: int = 4000) -> str:
         logs = self.home / "component-logs"
@@ -184,6 +184,11 @@ class AirflowCluster:
                 reason = f"{dead} exited" if dead else f"timed out after {timeout:.0f} s"
                 raise TimeoutError(f"Waiting for {what}: {reason}.\n{self.log_tail()}")
             time.sleep(0.5)
+
+
+def _xcom_value(stored: Any) -> Any:
+    # XComs are stored as JSON; SQLite hands numbers back as numbers.
+    return json.loads(stored) if isinstance(stored, (str, bytes)) else stored
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:

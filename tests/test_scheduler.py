@@ -61,6 +61,8 @@ def test_burst_from_two_dags_is_delivered_once_each_and_never_refused(scaled_emu
     took = time.monotonic() - started
     assert states == {"worker": "success", "deferred": "success"}, cluster.log_tail()
     xcoms = {mode: cluster.xcom_values(f"octorpa_burst_{mode}", "burst", "trigger") for mode in ("worker", "deferred")}
+    for mode in ("worker", "deferred"):  # a downstream task received every result as a dict
+        assert cluster.xcom_values(f"octorpa_burst_{mode}", "burst", "received") == {-1: N_PER_DAG}
 
     calls = scaled_emulator.state.snapshot("calls")
     runs = scaled_emulator.state.snapshot("runs")

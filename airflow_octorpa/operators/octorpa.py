@@ -117,16 +117,21 @@ class OctoRpaTriggerOperator(BaseOperator):
             from airflow_octorpa.triggers.octorpa import OctoRpaSlotHoldTrigger
 
             self.log.info("Keeping the pool slot for %.1f s (deferred) to stay within %s.", hold_until - time.time(), config.rate_limits)
-            self.defer(
-                trigger=OctoRpaSlotHoldTrigger(hold_until=hold_until, result=result),
-                method_name="execute_complete",
-            )
+            context["ti"].xcom_push(key="return_value", value=result)  # the trigger ends the task
+            self.defer(trigger=OctoRpaSlotHoldTrigger(hold_until=hold_until), method_name="execute_complete")
         self._wait_out_hold(hold)
         return result
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, str | None]:
-        """Resume after the deferred slot hold; the result was decided before deferring."""
-        return event["result"]
+    def execute_complete(self, context: Context, event: Any = None) -> dict[str, str | None]:
+        """Resume after a deferred slot hold (only where the trigger could not end the task itself,
+        as under ``dag.test()``): the result was recorded before deferring."""
+        prior = CallLedger.from_context(context, self.retries, self.log).prior()
+        if prior is None or prior.state != STARTED or prior.result is None:
+            raise OctoRpaError(
+                "The task resumed after its slot hold but finds no started run in its record; check the "
+                "Octopus RPA console for the run this task started."
+            )
+        return prior.result
 
     def _warn_outside_pool(self, account_pool: str) -> None:
         if self.pool != account_pool:

@@ -85,8 +85,8 @@ def rate_limit_line(n: int, mode: str) -> str:
     refused = sum(1 for c in calls if c["status"] != 200)
     duplicates = len(orders) - len(set(orders))
     return (
-        f"rate-limit: mode={mode} N={n} run={state} delivered={len(set(orders))} refused={refused} "
-        f"duplicates={duplicates} took={took:.1f}s ideal={ideal:.1f}s ratio={ideal / took:.3f}"
+        f"rate-limit: N={n} delivered={len(set(orders))} refused={refused} duplicates={duplicates} "
+        f"took={took:.1f}s ideal={ideal:.1f}s ratio={ideal / took:.3f} mode={mode} run={state}"
     )
 
 
@@ -96,7 +96,16 @@ def faults_line(n: int = 200) -> str:
     with OctoRpaEmulator(config) as emulator, tempfile.TemporaryDirectory(prefix="octorpa-bench-") as home:
         cluster = AirflowCluster(Path(home), REPO / "tests" / "dags")
         extra = {"rate_limits": SCALED_LIMITS, "timeout": 2}
-        cluster.prepare({"octorpa_default": {"conn_type": "octorpa", "host": emulator.webhook_url(WEBHOOK), "password": SECRET, "extra": extra}})
+        cluster.prepare(
+            {
+                "octorpa_default": {
+                    "conn_type": "octorpa",
+                    "host": emulator.webhook_url(WEBHOOK),
+                    "password": SECRET,
+                    "extra": extra,
+                }
+            }
+        )
         with cluster:
             cluster.start()
             return run_fault_load(cluster, emulator, n=n, run_id="load", seed=5, timeout=60 + 10 * n).line()

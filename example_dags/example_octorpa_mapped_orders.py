@@ -26,10 +26,7 @@ def example_octorpa_mapped_orders():
     @task
     def fetch_new_orders() -> list[dict]:
         """Stands in for querying the shop for orders that arrived since the last run."""
-        return [
-            {"订单号": f"SO-20{i:02d}", "收货地址": f"杭州市西湖区文三路{i}号", "数量": i}
-            for i in range(1, 4)
-        ]
+        return [{"订单号": f"SO-20{i:02d}", "收货地址": f"杭州市西湖区文三路{i}号", "数量": i} for i in range(1, 4)]
 
     processed = OctoRpaTriggerOperator.partial(
         task_id="process_order",

@@ -21,7 +21,9 @@ from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
     start_date=datetime(2026, 1, 1),
     catchup=False,
     tags=["example", "octorpa"],
-    default_args={"retries": 0, "retry_delay": timedelta(seconds=30)},
+    # Retries for refusals a retry can fix (a robot briefly offline); the operator itself resends
+    # rate-limited calls, and never resends one that may have started a run.
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
 )
 def example_octorpa_order():
     @task(multiple_outputs=True)

@@ -45,7 +45,9 @@ def _step(title: str, *command: str) -> None:
     log_file = LOGS / f"{title.replace(' ', '-')}.log"
     print(f"==> {title}", flush=True)
     with log_file.open("w", encoding="utf-8") as log:
-        done = subprocess.run([str(BIN / "airflow"), *command], env=_airflow_env(), stdout=log, stderr=subprocess.STDOUT, check=False)
+        done = subprocess.run(
+            [str(BIN / "airflow"), *command], env=_airflow_env(), stdout=log, stderr=subprocess.STDOUT, check=False
+        )
     if done.returncode != 0:
         print(log_file.read_text(encoding="utf-8")[-4000:], file=sys.stderr)
         raise SystemExit(f"'{title}' failed (exit {done.returncode}); full log: {log_file}")
@@ -106,8 +108,11 @@ def main() -> int:
         _step("airflow db migrate", "db", "migrate")
         _step(
             "create connection octorpa_default",
-            "connections", "add", "octorpa_default",
-            "--conn-json", json.dumps({"conn_type": "octorpa", "host": webhook_url, "password": WEBHOOK_SECRET}),
+            "connections",
+            "add",
+            "octorpa_default",
+            "--conn-json",
+            json.dumps({"conn_type": "octorpa", "host": webhook_url, "password": WEBHOOK_SECRET}),
         )
         _step("import the octorpa pool", "pools", "import", str(REPO / "pools" / "octorpa.json"))
         _step(f"airflow dags test {DAG_ID}", "dags", "test", DAG_ID)
@@ -120,10 +125,14 @@ def main() -> int:
         print()
         print(f"Started Octopus RPA run: flowProcessNo = {result['flow_process_no']}")
         print(f"  task XCom (process_order): {json.dumps(result, ensure_ascii=False)}")
-        print(f"  the emulator received: HTTP {call['status']}, fields {call['field_names']}, signed={call['signed']}, "
-              f"timestamp={call['timestamp']}")
+        print(
+            f"  the emulator received: HTTP {call['status']}, fields {call['field_names']}, signed={call['signed']}, "
+            f"timestamp={call['timestamp']}"
+        )
         print(f"  params: {json.dumps(call['params'], ensure_ascii=False)}")
-        print(f"  app {run['app']!r} started on robot {run['robot']!r} with inputs {json.dumps(run['inputs'], ensure_ascii=False)}")
+        print(
+            f"  app {run['app']!r} started on robot {run['robot']!r} with inputs {json.dumps(run['inputs'], ensure_ascii=False)}"
+        )
     finally:
         _stop(emulator)
         print("==> emulator stopped")

@@ -64,7 +64,9 @@ class AirflowCluster:
     # -- set-up ---------------------------------------------------------------------------------
 
     def cli(self, *args: str, timeout: float = 180) -> str:
-        done = subprocess.run([self.airflow, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            [self.airflow, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
         if done.returncode != 0:
             raise RuntimeError(f"airflow {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         return done.stdout
@@ -81,7 +83,9 @@ class AirflowCluster:
         logs = self.home / "component-logs"
         logs.mkdir(exist_ok=True)
         for name in COMPONENTS:
-            args = [self.airflow, name] + (["--port", str(self.port), "--host", "127.0.0.1"] if name == "api-server" else [])
+            args = [self.airflow, name] + (
+                ["--port", str(self.port), "--host", "127.0.0.1"] if name == "api-server" else []
+            )
             self.processes[name] = subprocess.Popen(
                 args,
                 env=self.env,
@@ -129,13 +133,18 @@ class AirflowCluster:
     # -- running DAGs ---------------------------------------------------------------------------
 
     def wait_for_dags(self, *dag_ids: str, timeout: float = 180) -> None:
-        self._wait_for(lambda: all(self._query("SELECT 1 FROM dag WHERE dag_id = ?", dag_id) for dag_id in dag_ids), timeout, f"DAGs {dag_ids} to be parsed")
+        self._wait_for(
+            lambda: all(self._query("SELECT 1 FROM dag WHERE dag_id = ?", dag_id) for dag_id in dag_ids),
+            timeout,
+            f"DAGs {dag_ids} to be parsed",
+        )
 
     def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any]) -> None:
         self.cli("dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf))
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> str:
         """Wait until the run ends; return its state."""
+
         def ended() -> bool:
             rows = self._query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", dag_id, run_id)
             return bool(rows) and rows[0][0] in ("success", "failed")
@@ -144,7 +153,9 @@ class AirflowCluster:
         return self._query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", dag_id, run_id)[0][0]
 
     def task_states(self, dag_id: str, run_id: str) -> dict[tuple[str, int], str]:
-        rows = self._query("SELECT task_id, map_index, state FROM task_instance WHERE dag_id = ? AND run_id = ?", dag_id, run_id)
+        rows = self._query(
+            "SELECT task_id, map_index, state FROM task_instance WHERE dag_id = ? AND run_id = ?", dag_id, run_id
+        )
         return {(task_id, map_index): state for task_id, map_index, state in rows}
 
     def xcom_values(self, dag_id: str, run_id: str, task_id: str) -> dict[int, Any]:

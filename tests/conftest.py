@@ -54,7 +54,10 @@ def airflow_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated metadata database with the ``octorpa`` pool, made once per session."""
-    for args in (("db", "migrate"), ("pools", "set", "octorpa", "5", "Octopus RPA webhook calls", "--include-deferred")):
+    for args in (
+        ("db", "migrate"),
+        ("pools", "set", "octorpa", "5", "Octopus RPA webhook calls", "--include-deferred"),
+    ):
         done = airflow_cli(*args)
         assert done.returncode == 0, done.stdout + done.stderr
     return _AIRFLOW_HOME

@@ -27,10 +27,14 @@ class FaultLoadSummary:
         )
 
 
-def run_fault_load(cluster: Any, emulator: Any, n: int, run_id: str, seed: int = 7, timeout: float = 900) -> FaultLoadSummary:
+def run_fault_load(
+    cluster: Any, emulator: Any, n: int, run_id: str, seed: int = 7, timeout: float = 900
+) -> FaultLoadSummary:
     """Trigger ``n`` orders with about 10% 429s, 5% unknown outcomes and 5% 503s before starting."""
     emulator.state.reset()
-    emulator.state.faults.set_random({"seed": seed, "rate_limit": 0.10, "unknown": 0.05, "status_before_start": 0.05, "delay": 5})
+    emulator.state.faults.set_random(
+        {"seed": seed, "rate_limit": 0.10, "unknown": 0.05, "status_before_start": 0.05, "delay": 5}
+    )
     try:
         cluster.wait_for_dags(DAG_ID)
         tag = f"load-{run_id}"
@@ -67,5 +71,7 @@ def account(cluster: Any, emulator: Any, n: int, run_id: str, tag: str) -> Fault
 
 
 def _task_log(cluster: Any, run_id: str, map_index: int) -> str:
-    folder = cluster.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / "task_id=trigger" / f"map_index={map_index}"
+    folder = (
+        cluster.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / "task_id=trigger" / f"map_index={map_index}"
+    )
     return "".join(p.read_text(errors="replace") for p in folder.glob("*.log"))

@@ -43,7 +43,12 @@ def test_valid_call_starts_a_run_and_answers_the_vendor_shape(emulator):
 
 def test_field_names_are_read_case_insensitively_as_the_csharp_sample_sends_them(emulator):
     ts = str(int(time.time()))
-    body = {"Timestamp": ts, "Sign": expected_sign(ts, ORDER_SECRET), "Params": {"订单号": "SO-CS"}, "SpecifiedBot": "robot-finance-01"}
+    body = {
+        "Timestamp": ts,
+        "Sign": expected_sign(ts, ORDER_SECRET),
+        "Params": {"订单号": "SO-CS"},
+        "SpecifiedBot": "robot-finance-01",
+    }
     assert _post(emulator, ORDER_WEBHOOK, body).status_code == 200
     (run,) = emulator.state.snapshot("runs")
     assert (run["params"], run["robot"]) == ({"订单号": "SO-CS"}, "robot-finance-01")
@@ -70,7 +75,9 @@ def test_signature_or_timestamp_refused_with_the_vendor_code(emulator, body):
 
 
 def test_timestamp_inside_the_hour_is_accepted(emulator):
-    assert _post(emulator, ORDER_WEBHOOK, _signed(ORDER_SECRET, {}, timestamp=int(time.time()) - 3500)).status_code == 200
+    assert (
+        _post(emulator, ORDER_WEBHOOK, _signed(ORDER_SECRET, {}, timestamp=int(time.time()) - 3500)).status_code == 200
+    )
 
 
 def test_unknown_disabled_robot_and_params_errors(emulator):
@@ -120,7 +127,10 @@ def test_records_over_http_hold_no_sign_value(emulator):
     _post(emulator, ORDER_WEBHOOK, _signed("wrong-secret", {"订单号": "SO-BAD"}))
     raw = requests.get(f"{emulator.url}/_emulator/calls", timeout=10).text
     calls = json.loads(raw)
-    assert [(c["status"], c["params"]["订单号"], c["signed"]) for c in calls] == [(200, "SO-REC", True), (400, "SO-BAD", True)]
+    assert [(c["status"], c["params"]["订单号"], c["signed"]) for c in calls] == [
+        (200, "SO-REC", True),
+        (400, "SO-BAD", True),
+    ]
     assert body["sign"] not in raw and ORDER_SECRET not in raw
     config = requests.get(f"{emulator.url}/_emulator/config", timeout=10).text
     assert ORDER_SECRET not in config and VENDOR_SECRET not in config
@@ -168,7 +178,17 @@ def test_command_line_serves_on_a_chosen_port_and_stops_on_sigterm(tmp_path: Pat
     )
     port_file = tmp_path / "port"
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_octorpa.emulator", "--config", str(config), "--port-file", str(port_file), "--rate-limits", "2/second"],
+        [
+            sys.executable,
+            "-m",
+            "airflow_octorpa.emulator",
+            "--config",
+            str(config),
+            "--port-file",
+            str(port_file),
+            "--rate-limits",
+            "2/second",
+        ],
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
@@ -181,7 +201,9 @@ def test_command_line_serves_on_a_chosen_port_and_stops_on_sigterm(tmp_path: Pat
         assert int(port_file.read_text()) == announced["port"]
         url = announced["webhooks"]["cli"]
         ts = str(int(time.time()))
-        answer = requests.post(url, json={"sign": expected_sign(ts, "s-cli"), "timestamp": ts, "params": {"x": 1}}, timeout=10)
+        answer = requests.post(
+            url, json={"sign": expected_sign(ts, "s-cli"), "timestamp": ts, "params": {"x": 1}}, timeout=10
+        )
         assert answer.status_code == 200
         assert requests.get(f"{announced['url']}/_emulator/config", timeout=10).json()["rate_limits"] == "2/second"
         process.send_signal(signal.SIGTERM)
@@ -190,3 +212,51 @@ def test_command_line_serves_on_a_chosen_port_and_stops_on_sigterm(tmp_path: Pat
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@pytest.mark.parametrize(
+    ("fault", "client_sees", "started"),
+    [
+        ({"kind": "drop_before_read"}, "reset", False),
+        ({"kind": "rate_limit"}, 429, False),
+        ({"kind": "status_before_start", "status": 500}, 500, False),
+        ({"kind": "html"}, 502, False),
+        ({"kind": "delay_after_start", "seconds": 1.5}, "timeout", True),
+        ({"kind": "reset_after_start"}, "reset", True),
+        ({"kind": "status_after_start", "status": 503}, 503, True),
+    ],
+    ids=lambda v: v["kind"] if isinstance(v, dict) else None,
+)
+def test_faults_queued_over_http_behave_as_named(emulator, fault, client_sees, started):
+    queued = requests.post(f"{emulator.url}/_emulator/faults/{ORDER_WEBHOOK}", json={"faults": [fault]}, timeout=10)
+    assert queued.json() == {"queued": 1}
+    try:
+        answer = requests.post(
+            emulator.webhook_url(ORDER_WEBHOOK), json=_signed(ORDER_SECRET, {"订单号": "F"}), timeout=1
+        )
+        seen = answer.status_code
+        if seen == 502 and fault["kind"] == "html":
+            assert answer.headers["Content-Type"].startswith("text/html") and "<html>" in answer.text
+    except requests.Timeout:
+        seen = "timeout"
+    except requests.ConnectionError:
+        seen = "reset"
+    assert seen == client_sees
+    assert len(emulator.state.snapshot("runs")) == int(started)
+    # The next call is served normally: a fault is taken once.
+    assert _post(emulator, ORDER_WEBHOOK, _signed(ORDER_SECRET, {"订单号": "G"})).status_code == 200
+
+
+def test_random_faults_are_seeded_and_stop_on_null(emulator):
+    spec = {"seed": 5, "rate_limit": 0.5, "unknown": 0.0, "status_before_start": 0.5}
+    requests.post(f"{emulator.url}/_emulator/random-faults", json=spec, timeout=10)
+    emulator.state.configure(rate_limits="1000/second")
+    try:
+        first = [_post(emulator, ORDER_WEBHOOK, _signed(ORDER_SECRET, {})).status_code for _ in range(6)]
+        requests.post(f"{emulator.url}/_emulator/random-faults", json=spec, timeout=10)  # the same seed again
+        again = [_post(emulator, ORDER_WEBHOOK, _signed(ORDER_SECRET, {})).status_code for _ in range(6)]
+        requests.post(f"{emulator.url}/_emulator/random-faults", json=None, timeout=10)
+        after = _post(emulator, ORDER_WEBHOOK, _signed(ORDER_SECRET, {})).status_code
+    finally:
+        emulator.state.configure(rate_limits="5/second;20/minute")
+    assert first == again and set(first) <= {429, 503} and after == 200

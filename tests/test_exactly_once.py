@@ -47,7 +47,9 @@ def _try_numbers(dag_run) -> int:
     with create_session() as session:
         return session.scalar(
             select(TaskInstance.try_number).where(
-                TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id, TaskInstance.task_id == "trigger"
+                TaskInstance.dag_id == dag_run.dag_id,
+                TaskInstance.run_id == dag_run.run_id,
+                TaskInstance.task_id == "trigger",
             )
         )
 

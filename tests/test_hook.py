@@ -173,7 +173,9 @@ def test_success_without_flow_process_no_still_returns(monkeypatch, caplog):
 
 
 def test_refused_connection_says_nothing_was_sent(monkeypatch):
-    hook = _set_conn(monkeypatch, connection_json(f"http://127.0.0.1:{_free_port()}/api/v1/bots/webhooks/x/invoke", "s1234"))
+    hook = _set_conn(
+        monkeypatch, connection_json(f"http://127.0.0.1:{_free_port()}/api/v1/bots/webhooks/x/invoke", "s1234")
+    )
     with pytest.raises(OctoRpaTransportError) as caught:
         hook.trigger({"a": 1})
     assert caught.value.request_sent is False
@@ -240,7 +242,10 @@ def test_robot_id_must_be_a_string(emulator, order_conn):
         ({"conn_type": "octorpa", "host": "https://"}, "not an http(s) URL"),
         ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"timeout": "soon"}}, "timeout 'soon'"),
         ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"timeout": -1}}, "timeout -1"),
-        ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"rate_limits": "lots"}}, "rate_limits 'lots'"),
+        (
+            {"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"rate_limits": "lots"}},
+            "rate_limits 'lots'",
+        ),
         ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"bot_id": 7}}, "bot_id extra"),
         ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"pool_slots": "five"}}, "pool_slots 'five'"),
         ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"pool_slots": 0}}, "pool_slots 0"),
@@ -263,7 +268,9 @@ def test_missing_connection_says_how_to_create_it(monkeypatch):
 
 
 def test_connection_settings_defaults_and_extras(monkeypatch):
-    hook = _set_conn(monkeypatch, connection_json("https://api-rpa.bazhuayu.com/api/v1/bots/webhooks/AbC/invoke", "s3cret-value"))
+    hook = _set_conn(
+        monkeypatch, connection_json("https://api-rpa.bazhuayu.com/api/v1/bots/webhooks/AbC/invoke", "s3cret-value")
+    )
     config = hook.get_conn()
     assert (config.url, config.timeout, config.rate_limits, config.bot_id) == (
         "https://api-rpa.bazhuayu.com/api/v1/bots/webhooks/AbC/invoke",
@@ -279,6 +286,11 @@ def test_connection_settings_defaults_and_extras(monkeypatch):
     )
     assert (hook.config.bot_id, hook.config.timeout) == ("r-1", 12.5)
     assert OctoRpaHook(timeout=3).config.timeout == 3.0
+
+
+def test_tls_verification_stays_on(monkeypatch):
+    hook = _set_conn(monkeypatch, connection_json("https://api-rpa.bazhuayu.com/api/v1/bots/webhooks/x/invoke", "s"))
+    assert hook.session.verify is True
 
 
 def test_uri_form_connection(emulator, monkeypatch):

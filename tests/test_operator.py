@@ -104,9 +104,7 @@ def test_whole_app_params_template_renders_to_a_mapping(emulator, order_conn):
         def extract() -> dict:
             return {"订单号": "SO-9", "数量": 3, "收货地址": "北京"}
 
-        extract() >> OctoRpaTriggerOperator(
-            task_id="trigger", app_params="{{ ti.xcom_pull(task_ids='extract') }}"
-        )
+        extract() >> OctoRpaTriggerOperator(task_id="trigger", app_params="{{ ti.xcom_pull(task_ids='extract') }}")
     run_dag(dag)
 
     assert _only_run(emulator)["params"] == {"订单号": "SO-9", "数量": 3, "收货地址": "北京"}

@@ -6,10 +6,10 @@ import json
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import airflow
 import pytest
 from conftest import airflow_cli
 
-import airflow
 from airflow_octorpa.get_provider_info import get_provider_info
 from airflow_octorpa.hooks.octorpa import OctoRpaHook
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from airflow_cluster import AirflowCluster
-from fault_load import run_fault_load
 from conftest import ORDER_SECRET, ORDER_WEBHOOK
+from fault_load import run_fault_load
 
 from airflow_octorpa.emulator import OctoRpaEmulator, default_config
 
@@ -40,9 +40,19 @@ def cluster(scaled_emulator):
     cluster.prepare(
         {
             # A 2 s client timeout: the injected late answers (5 s) are lost, as a slow network would lose them.
-            "octorpa_default": {"conn_type": "octorpa", "host": url, "password": ORDER_SECRET, "extra": {"rate_limits": SCALED_LIMITS, "timeout": 2}},
+            "octorpa_default": {
+                "conn_type": "octorpa",
+                "host": url,
+                "password": ORDER_SECRET,
+                "extra": {"rate_limits": SCALED_LIMITS, "timeout": 2},
+            },
             # One call per 20 s from one slot: a 20 s hold after the call, time to kill the worker.
-            "octorpa_slow": {"conn_type": "octorpa", "host": url, "password": ORDER_SECRET, "extra": {"rate_limits": "1/20 seconds", "pool_slots": 1}},
+            "octorpa_slow": {
+                "conn_type": "octorpa",
+                "host": url,
+                "password": ORDER_SECRET,
+                "extra": {"rate_limits": "1/20 seconds", "pool_slots": 1},
+            },
         }
     )
     with cluster:
@@ -57,7 +67,9 @@ def test_burst_from_two_dags_is_delivered_once_each_and_never_refused(scaled_emu
     started = time.monotonic()
     for mode in ("worker", "deferred"):
         cluster.trigger(f"octorpa_burst_{mode}", "burst", {"n": N_PER_DAG, "tag": mode})
-    states = {mode: cluster.wait_for_run(f"octorpa_burst_{mode}", "burst", timeout=420) for mode in ("worker", "deferred")}
+    states = {
+        mode: cluster.wait_for_run(f"octorpa_burst_{mode}", "burst", timeout=420) for mode in ("worker", "deferred")
+    }
     took = time.monotonic() - started
     assert states == {"worker": "success", "deferred": "success"}, cluster.log_tail()
     xcoms = {mode: cluster.xcom_values(f"octorpa_burst_{mode}", "burst", "trigger") for mode in ("worker", "deferred")}
@@ -119,7 +131,10 @@ def test_worker_killed_after_its_call_is_not_triggered_twice_but_a_clear_is(scal
     (first,) = scaled_emulator.state.snapshot("runs")
     assert len(scaled_emulator.state.snapshot("calls")) == 1  # the retry sent nothing
     assert cluster.xcom_values("octorpa_crash", "crash", "trigger")[-1]["flow_process_no"] == first["flow_process_no"]
-    assert cluster._query("SELECT try_number FROM task_instance WHERE dag_id = 'octorpa_crash' AND run_id = 'crash'")[0][0] == 2
+    assert (
+        cluster._query("SELECT try_number FROM task_instance WHERE dag_id = 'octorpa_crash' AND run_id = 'crash'")[0][0]
+        == 2
+    )
 
     # Clearing the task is a deliberate new trigger: it starts a second run.
     # (The DAG's only task; Airflow 3.3's --task-regex selects nothing here.)
@@ -132,7 +147,9 @@ def test_worker_killed_after_its_call_is_not_triggered_twice_but_a_clear_is(scal
 
 def _task_log(cluster, run_id: str) -> str:
     logs = cluster.home / "logs"
-    return "".join(p.read_text(errors="replace") for p in logs.rglob("*.log") if "octorpa_crash" in str(p) and run_id in str(p))
+    return "".join(
+        p.read_text(errors="replace") for p in logs.rglob("*.log") if "octorpa_crash" in str(p) and run_id in str(p)
+    )
 
 
 @pytest.mark.timeout(600)

@@ -27,7 +27,9 @@ def _everything_airflow_stored(dag_runs) -> str:
     with create_session() as session:
         for dag_run in dag_runs:
             for model in (RTIF, XComModel, TaskStateStoreModel):
-                rows = session.scalars(select(model).where(model.dag_id == dag_run.dag_id, model.run_id == dag_run.run_id)).all()
+                rows = session.scalars(
+                    select(model).where(model.dag_id == dag_run.dag_id, model.run_id == dag_run.run_id)
+                ).all()
                 parts += [repr({c.name: getattr(row, c.key, None) for c in model.__table__.columns}) for row in rows]
     return "\n".join(parts)
 
@@ -60,7 +62,8 @@ def test_no_secret_or_sign_anywhere_airflow_writes(emulator, order_conn, monkeyp
 
 def test_no_secret_in_reprs_or_error_messages(emulator, monkeypatch):
     monkeypatch.setenv(
-        "AIRFLOW_CONN_OCTORPA_DEFAULT", connection_json(emulator.webhook_url(ORDER_WEBHOOK), WRONG_SECRET, rate_limits=FAST_LIMITS)
+        "AIRFLOW_CONN_OCTORPA_DEFAULT",
+        connection_json(emulator.webhook_url(ORDER_WEBHOOK), WRONG_SECRET, rate_limits=FAST_LIMITS),
     )
     hook = OctoRpaHook()
     texts = [repr(hook.config), str(hook.config)]

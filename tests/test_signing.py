@@ -12,8 +12,18 @@ from hypothesis import strategies as st
 from airflow_octorpa.emulator import expected_sign
 from airflow_octorpa.hooks.octorpa import build_payload, sign
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | st.text()
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4), max_leaves=12)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
 
 
 def test_vendor_test_vector():
@@ -36,7 +46,11 @@ def test_sign_matches_the_services_check_for_any_unicode_secret(timestamp, secre
 
 
 @settings(max_examples=200)
-@given(params=st.dictionaries(st.text(), json_values, max_size=6), secret=st.text(min_size=1), bot=st.none() | st.text(min_size=1))
+@given(
+    params=st.dictionaries(st.text(), json_values, max_size=6),
+    secret=st.text(min_size=1),
+    bot=st.none() | st.text(min_size=1),
+)
 def test_body_round_trips_through_json_with_types_intact(params, secret, bot):
     timestamp = str(int(time.time()))
     body = build_payload(params, secret=secret, bot_id=bot, timestamp=timestamp)
@@ -60,10 +74,17 @@ def test_any_unicode_call_passes_the_services_verification(emulator, params, sec
     from airflow_octorpa.hooks.octorpa import OctoRpaHook
 
     emulator.state.reset()
-    emulator.state.put_webhook(WebhookSpec.from_dict({"id": "prop", "robot": "robot-warehouse-01", "secret": secret, "app": {"inputs": {}}}))
+    emulator.state.put_webhook(
+        WebhookSpec.from_dict({"id": "prop", "robot": "robot-warehouse-01", "secret": secret, "app": {"inputs": {}}})
+    )
     emulator.state.configure(rate_limits="1000000/second")
     os.environ["AIRFLOW_CONN_OCTORPA_PROP"] = json.dumps(
-        {"conn_type": "octorpa", "host": emulator.webhook_url("prop"), "password": secret, "extra": {"rate_limits": "1000000/second"}}
+        {
+            "conn_type": "octorpa",
+            "host": emulator.webhook_url("prop"),
+            "password": secret,
+            "extra": {"rate_limits": "1000000/second"},
+        }
     )
     try:
         result = OctoRpaHook("octorpa_prop").trigger(params, bot_id=robot)

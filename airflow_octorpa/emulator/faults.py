@@ -81,7 +81,11 @@ class FaultPlan:
 
     def _draw(self) -> Fault | None:
         spec, roll = self._random or {}, self._rng.random()
-        for kind, rate in (("rate_limit", "rate_limit"), ("unknown", "unknown"), ("status_before_start", "status_before_start")):
+        for kind, rate in (
+            ("rate_limit", "rate_limit"),
+            ("unknown", "unknown"),
+            ("status_before_start", "status_before_start"),
+        ):
             threshold = float(spec.get(rate, 0))
             if roll < threshold:
                 if kind == "unknown":

@@ -134,8 +134,14 @@ class EmulatorState:
         """Record a call whose connection was reset before its request was read."""
         with self._lock:
             self.calls.append(
-                {"webhook_id": webhook_id, "received_at": time.time(), "seq": next(self._seq), "status": None,
-                 "code": None, "fault": "drop_before_read"}
+                {
+                    "webhook_id": webhook_id,
+                    "received_at": time.time(),
+                    "seq": next(self._seq),
+                    "status": None,
+                    "code": None,
+                    "fault": "drop_before_read",
+                }
             )
 
     def invoke(self, webhook_id: str, raw_body: bytes, fault: Fault | None = None) -> Answer:
@@ -159,7 +165,11 @@ class EmulatorState:
             self.runs.append(run)
             answer = Answer(
                 200,
-                {"enterpriseId": self.config.enterprise_id, "flowId": webhook.app.flow_id, "flowProcessNo": run["flow_process_no"]},
+                {
+                    "enterpriseId": self.config.enterprise_id,
+                    "flowId": webhook.app.flow_id,
+                    "flowProcessNo": run["flow_process_no"],
+                },
             )
             if fault is not None:  # the run has started; now the answer goes wrong
                 if fault.kind == "delay_after_start":
@@ -167,7 +177,10 @@ class EmulatorState:
                 elif fault.kind == "reset_after_start":
                     answer.status, answer.reset = 0, True
                 else:
-                    answer.status, answer.payload = fault.status or 502, _GATEWAY_PAGE.format(status=fault.status or 502)
+                    answer.status, answer.payload = (
+                        fault.status or 502,
+                        _GATEWAY_PAGE.format(status=fault.status or 502),
+                    )
             call.update(status=answer.status or None, code=None, flow_process_no=run["flow_process_no"])
             self.calls.append(call)
             return answer
@@ -314,7 +327,10 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(payload, str):  # an HTML page
             data, content_type = payload.encode("utf-8"), "text/html; charset=utf-8"
         else:
-            data, content_type = json.dumps(payload, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8"
+            data, content_type = (
+                json.dumps(payload, ensure_ascii=False).encode("utf-8"),
+                "application/json; charset=utf-8",
+            )
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))

@@ -95,15 +95,17 @@ class OctoRpaTriggerOperator(BaseOperator):
         if (prior := ledger.prior()) is not None:
             if prior.state == STARTED and prior.result is not None:
                 self.log.info(
-                    "An earlier try already started Octopus RPA run flowProcessNo=%s at %s; not triggering "
-                    "again.", prior.result.get("flow_process_no"), prior.sent_at_text,
+                    "An earlier try already started Octopus RPA run flowProcessNo=%s at %s; not triggering again.",
+                    prior.result.get("flow_process_no"),
+                    prior.sent_at_text,
                 )
                 return prior.result
             if not self.resend_on_unknown_outcome:
                 raise self._unknown_outcome_error(prior, "An earlier try of this task")
             self.log.warning(
                 "An earlier try sent this call at %s and its outcome is unknown; sending it again because "
-                "resend_on_unknown_outcome=True. The app may run twice.", prior.sent_at_text,
+                "resend_on_unknown_outcome=True. The app may run twice.",
+                prior.sent_at_text,
             )
         hold = config.hold
         self._last_exchange_end = None
@@ -116,7 +118,11 @@ class OctoRpaTriggerOperator(BaseOperator):
         if self.deferrable and hold_until - time.time() > _MIN_DEFERRAL_SECONDS:
             from airflow_octorpa.triggers.octorpa import OctoRpaSlotHoldTrigger
 
-            self.log.info("Keeping the pool slot for %.1f s (deferred) to stay within %s.", hold_until - time.time(), config.rate_limits)
+            self.log.info(
+                "Keeping the pool slot for %.1f s (deferred) to stay within %s.",
+                hold_until - time.time(),
+                config.rate_limits,
+            )
             context["ti"].xcom_push(key="return_value", value=result)  # the trigger ends the task
             self.defer(trigger=OctoRpaSlotHoldTrigger(hold_until=hold_until), method_name="execute_complete")
         self._wait_out_hold(hold)
@@ -182,12 +188,16 @@ class OctoRpaTriggerOperator(BaseOperator):
             self._last_exchange_end = time.time()
         self.log.info(
             "Started Octopus RPA run flowProcessNo=%s (flowId=%s) with %d input variable(s).",
-            result["flow_process_no"], result["flow_id"], len(call.params),
+            result["flow_process_no"],
+            result["flow_id"],
+            len(call.params),
         )
         ledger.started(record, result)
         return result
 
-    def _unknown_outcome_error(self, record: CallRecord, who: str, cause: Exception | None = None) -> OctoRpaUnknownOutcomeError:
+    def _unknown_outcome_error(
+        self, record: CallRecord, who: str, cause: Exception | None = None
+    ) -> OctoRpaUnknownOutcomeError:
         what = f" ({cause})" if cause is not None else ""
         return OctoRpaUnknownOutcomeError(
             f"{who} sent the Octopus RPA call at {record.sent_at_text} to webhook {record.webhook!r} "

@@ -61,11 +61,9 @@ class CallLedger:
 
     @classmethod
     def from_context(cls, context: Any, retries: int, log: Logger) -> CallLedger:
-        ti = context.get("ti") if hasattr(context, "get") else None
-        max_tries = getattr(ti, "max_tries", None)
+        max_tries = getattr(context.get("ti"), "max_tries", None)
         generation = (max_tries - (retries or 0)) if isinstance(max_tries, int) else 0
-        store = context.get("task_state_store") if hasattr(context, "get") else None
-        return cls(store, generation, log)
+        return cls(context.get("task_state_store"), generation, log)
 
     @property
     def available(self) -> bool:

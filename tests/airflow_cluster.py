@@ -93,7 +93,7 @@ class AirflowCluster:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._wait_for(self._api_healthy, 120, "the api-server to answer")
+        self.wait_for(self._api_healthy, 120, "the api-server to answer")
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -112,17 +112,9 @@ class AirflowCluster:
     def _kill_strays(self) -> None:
         """Kill what left its group (task supervisors start sessions of their own): every process
         whose environment names this cluster's private AIRFLOW_HOME."""
-        marker = f"AIRFLOW_HOME={self.home}".encode()
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if marker in environ and int(pid) != os.getpid():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        for pid in pids_whose("environ", f"AIRFLOW_HOME={self.home}"):
+            if pid != os.getpid():
+                kill(pid)
 
     def __enter__(self) -> AirflowCluster:
         return self
@@ -133,7 +125,7 @@ class AirflowCluster:
     # -- running DAGs ---------------------------------------------------------------------------
 
     def wait_for_dags(self, *dag_ids: str, timeout: float = 180) -> None:
-        self._wait_for(
+        self.wait_for(
             lambda: all(self._query("SELECT 1 FROM dag WHERE dag_id = ?", dag_id) for dag_id in dag_ids),
             timeout,
             f"DAGs {dag_ids} to be parsed",
@@ -149,7 +141,7 @@ class AirflowCluster:
             rows = self._query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", dag_id, run_id)
             return bool(rows) and rows[0][0] in ("success", "failed")
 
-        self._wait_for(ended, timeout, f"{dag_id}/{run_id} to end")
+        self.wait_for(ended, timeout, f"{dag_id}/{run_id} to end")
         return self._query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", dag_id, run_id)[0][0]
 
     def task_states(self, dag_id: str, run_id: str) -> dict[tuple[str, int], str]:
@@ -187,7 +179,8 @@ class AirflowCluster:
         except OSError:
             return False
 
-    def _wait_for(self, condition: Any, timeout: float, what: str) -> None:
+    def wait_for(self, condition: Any, timeout: float, what: str) -> None:
+        """Poll ``condition`` until true; fail early, with the components' logs, if one has died."""
         deadline = time.monotonic() + timeout
         while not condition():
             dead = [name for name, p in self.processes.items() if p.poll() is not None]
@@ -200,6 +193,27 @@ class AirflowCluster:
 def _xcom_value(stored: Any) -> Any:
     # XComs are stored as JSON; SQLite hands numbers back as numbers.
     return json.loads(stored) if isinstance(stored, (str, bytes)) else stored
+
+
+def pids_whose(proc_file: str, text: str) -> list[int]:
+    """Processes whose ``/proc/<pid>/<proc_file>`` (``cmdline``, ``environ``) holds ``text`` as one
+    of its NUL-separated entries, or inside one for ``cmdline``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            entries = Path(f"/proc/{pid}/{proc_file}").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if text in entries or (proc_file == "cmdline" and text in " ".join(entries)):
+            found.append(int(pid))
+    return found
+
+
+def kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:

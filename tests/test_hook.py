@@ -6,10 +6,10 @@ import datetime
 import decimal
 import json
 import math
-import socket
 import time
 
 import pytest
+from airflow_cluster import free_port
 from canned_server import CannedAnswer, canned_server
 from conftest import ORDER_SECRET, ORDER_WEBHOOK, VENDOR_SECRET, VENDOR_WEBHOOK, connection_json
 
@@ -26,12 +26,6 @@ from airflow_octorpa.hooks.octorpa import OctoRpaHook, TriggerResult, build_payl
 def _set_conn(monkeypatch: pytest.MonkeyPatch, value: str, conn_id: str = "octorpa_default") -> OctoRpaHook:
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", value)
     return OctoRpaHook(octorpa_conn_id=conn_id)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- the request body ---------------------------------------------------------------------------
@@ -174,7 +168,7 @@ def test_success_without_flow_process_no_still_returns(monkeypatch, caplog):
 
 def test_refused_connection_says_nothing_was_sent(monkeypatch):
     hook = _set_conn(
-        monkeypatch, connection_json(f"http://127.0.0.1:{_free_port()}/api/v1/bots/webhooks/x/invoke", "s1234")
+        monkeypatch, connection_json(f"http://127.0.0.1:{free_port()}/api/v1/bots/webhooks/x/invoke", "s1234")
     )
     with pytest.raises(OctoRpaTransportError) as caught:
         hook.trigger({"a": 1})
@@ -313,7 +307,7 @@ def test_test_connection_reaches_host_without_posting(emulator, order_conn):
 
 
 def test_test_connection_reports_unreachable_host_and_bad_config(monkeypatch):
-    hook = _set_conn(monkeypatch, connection_json(f"http://127.0.0.1:{_free_port()}/x", "s"))
+    hook = _set_conn(monkeypatch, connection_json(f"http://127.0.0.1:{free_port()}/x", "s"))
     ok, message = hook.test_connection()
     assert not ok and "did not answer" in message
     hook = _set_conn(monkeypatch, connection_json("mailto:someone", "s"))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime
-import socket
 
 import pytest
+from airflow_cluster import free_port
 from airflow_helpers import run_dag, task_states, xcom_return_values
 from conftest import ORDER_SECRET, ORDER_WEBHOOK, connection_json
 
@@ -71,12 +71,6 @@ def test_outcomes_are_classified_in_one_place():
     assert sent.outcome is CallOutcome.UNKNOWN and not sent.safe_to_resend
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.usefixtures("airflow_db")
 def test_rate_limited_call_is_resent_after_retry_after_and_starts_once(emulator, monkeypatch):
     # The service allows 1 call per 2 s; the connection believes in more, so the second task
@@ -105,7 +99,7 @@ def test_rate_limited_call_is_resent_after_retry_after_and_starts_once(emulator,
 
 
 def test_refused_connection_is_resent_then_fails_without_starting(monkeypatch):
-    url = f"http://127.0.0.1:{_free_port()}/api/v1/bots/webhooks/x/invoke"
+    url = f"http://127.0.0.1:{free_port()}/api/v1/bots/webhooks/x/invoke"
     monkeypatch.setenv("AIRFLOW_CONN_OCTORPA_DEFAULT", connection_json(url, "secret-x", rate_limits="100/second"))
     op = OctoRpaTriggerOperator(task_id="t", app_params={"a": 1}, rate_limit_retries=2)
     attempts = []

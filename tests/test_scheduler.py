@@ -3,15 +3,13 @@ killed after its call does not trigger twice."""
 
 from __future__ import annotations
 
-import os
-import signal
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from airflow_cluster import AirflowCluster
+from airflow_cluster import AirflowCluster, kill, pids_whose
 from conftest import ORDER_SECRET, ORDER_WEBHOOK
 from fault_load import run_fault_load
 
@@ -96,36 +94,19 @@ def test_burst_from_two_dags_is_delivered_once_each_and_never_refused(scaled_emu
     print(f"{2 * N_PER_DAG} triggers through the scheduler in {took:.1f} s")
 
 
-def _kill_task_process(ti_id: str) -> None:
-    """SIGKILL the task process the LocalExecutor runs for ``ti_id`` (titled 'airflow worker -- <id>')."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if f"airflow worker -- {ti_id}" in cmdline:
-            os.kill(int(pid), signal.SIGKILL)
-            return
-    raise AssertionError(f"no task process for {ti_id}")
-
-
-def _wait(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 @pytest.mark.timeout(600)
 def test_worker_killed_after_its_call_is_not_triggered_twice_but_a_clear_is(scaled_emulator, cluster):
     scaled_emulator.state.reset()
     cluster.wait_for_dags("octorpa_crash")
     cluster.trigger("octorpa_crash", "crash", {})
-    _wait(lambda: len(scaled_emulator.state.snapshot("runs")) == 1, 180, "the first call")
+    cluster.wait_for(lambda: len(scaled_emulator.state.snapshot("runs")) == 1, 180, "the first call")
     (ti_hex,) = cluster._query("SELECT id FROM task_instance WHERE dag_id = 'octorpa_crash' AND run_id = 'crash'")[0]
     ti_id = str(uuid.UUID(ti_hex))
-    _wait(lambda: "Keeping the pool slot" in _task_log(cluster, "crash"), 30, "the slot hold to begin")
-    _kill_task_process(ti_id)  # the run started and was recorded; the worker dies holding its slot
+    cluster.wait_for(lambda: "Keeping the pool slot" in _task_log(cluster, "crash"), 30, "the slot hold to begin")
+    # The run started and was recorded; the task process (titled 'airflow worker -- <ti id>') dies
+    # holding its slot.
+    (task_pid,) = pids_whose("cmdline", f"airflow worker -- {ti_id}")
+    kill(task_pid)
 
     assert cluster.wait_for_run("octorpa_crash", "crash", timeout=180) == "success", cluster.log_tail()
     (first,) = scaled_emulator.state.snapshot("runs")
@@ -139,7 +120,7 @@ def test_worker_killed_after_its_call_is_not_triggered_twice_but_a_clear_is(scal
     # Clearing the task is a deliberate new trigger: it starts a second run.
     # (The DAG's only task; Airflow 3.3's --task-regex selects nothing here.)
     cluster.cli("tasks", "clear", "octorpa_crash", "--yes")
-    _wait(lambda: len(scaled_emulator.state.snapshot("runs")) == 2, 180, "the cleared task's call")
+    cluster.wait_for(lambda: len(scaled_emulator.state.snapshot("runs")) == 2, 180, "the cleared task's call")
     assert cluster.wait_for_run("octorpa_crash", "crash", timeout=180) == "success", cluster.log_tail()
     second = scaled_emulator.state.snapshot("runs")[1]
     assert cluster.xcom_values("octorpa_crash", "crash", "trigger")[-1]["flow_process_no"] == second["flow_process_no"]

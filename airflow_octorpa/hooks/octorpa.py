@@ -361,25 +361,23 @@ class OctoRpaHook(BaseHook):
             ) from None
 
     def _webhook_error(self, response: requests.Response) -> OctoRpaWebhookError:
-        fields = _json_object(response)
-        lowered = {str(k).lower(): v for k, v in fields.items()} if fields is not None else {}
+        fields = _json_fields(response)
         return OctoRpaWebhookError.from_answer(
             status=response.status_code,
-            code=_str_or_none(lowered.get("code")),
-            description=_str_or_none(lowered.get("description")),
-            request_id=_str_or_none(lowered.get("requestid")),
+            code=_str_or_none((fields or {}).get("code")),
+            description=_str_or_none((fields or {}).get("description")),
+            request_id=_str_or_none((fields or {}).get("requestid")),
             conn_id=self.octorpa_conn_id,
             body_excerpt=None if fields is not None else response.text[:_EXCERPT_CHARS].strip(),
             retry_after=_retry_after_seconds(response.headers.get("Retry-After")),
         )
 
     def _result(self, response: requests.Response) -> TriggerResult:
-        fields = _json_object(response) or {}
-        lowered = {str(k).lower(): v for k, v in fields.items()}
+        fields = _json_fields(response) or {}
         result = TriggerResult(
-            flow_process_no=_str_or_none(lowered.get("flowprocessno")),
-            flow_id=_str_or_none(lowered.get("flowid")),
-            enterprise_id=_str_or_none(lowered.get("enterpriseid")),
+            flow_process_no=_str_or_none(fields.get("flowprocessno")),
+            flow_id=_str_or_none(fields.get("flowid")),
+            enterprise_id=_str_or_none(fields.get("enterpriseid")),
         )
         if result.flow_process_no is None:
             # HTTP 200 means the app started; failing here would invite a duplicate retry.
@@ -432,12 +430,14 @@ def _is_connect_failure(err: Exception) -> bool:
     return isinstance(reason, (NewConnectionError, SSLError))
 
 
-def _json_object(response: requests.Response) -> dict | None:
+def _json_fields(response: requests.Response) -> dict[str, Any] | None:
+    """The answer's JSON object with lower-case keys (the service's own samples differ in case), or
+    None when the body is not a JSON object."""
     try:
         parsed = response.json()
     except ValueError:
         return None
-    return parsed if isinstance(parsed, dict) else None
+    return {str(k).lower(): v for k, v in parsed.items()} if isinstance(parsed, dict) else None
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -55,6 +55,17 @@ def get_provider_info() -> dict[str, Any]:
                         "schema": {"type": ["string", "null"], "default": "5/second;20/minute"},
                         "description": "The account's call limits in the 'limits' package notation.",
                     },
+                    "pool": {
+                        "label": "Pool",
+                        "schema": {"type": ["string", "null"], "default": "octorpa"},
+                        "description": "The Airflow pool every call of this account runs in.",
+                    },
+                    "pool_slots": {
+                        "label": "Pool slots",
+                        "schema": {"type": ["integer", "null"], "default": 5, "minimum": 1},
+                        "description": "That pool's slot count; each call keeps its slot long enough "
+                        "for the rate limits to hold.",
+                    },
                 },
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "login", "port", "extra"],
@@ -68,6 +79,8 @@ def get_provider_info() -> dict[str, Any]:
                         "bot_id": "Robot ID from the enterprise console",
                         "timeout": "30",
                         "rate_limits": "5/second;20/minute",
+                        "pool": "octorpa",
+                        "pool_slots": "5",
                     },
                 },
             }

@@ -52,7 +52,9 @@ def test_providers_manager_knows_the_hook_and_the_connection_form():
     assert "Webhook URL" in behaviour["relabeling"]["host"]
     assert "签名密钥" in behaviour["relabeling"]["password"]
     widgets = manager.connection_form_widgets
-    assert {"extra__octorpa__bot_id", "extra__octorpa__timeout", "extra__octorpa__rate_limits"} <= set(widgets)
+    assert {f"extra__octorpa__{field}" for field in ("bot_id", "timeout", "rate_limits", "pool", "pool_slots")} <= set(
+        widgets
+    )
 
 
 def test_airflow_cli_lists_the_provider_and_connection_type(airflow_db):

@@ -65,10 +65,6 @@ class CallLedger:
         generation = (max_tries - (retries or 0)) if isinstance(max_tries, int) else 0
         return cls(context.get("task_state_store"), generation, log)
 
-    @property
-    def available(self) -> bool:
-        return self._store is not None
-
     def prior(self) -> CallRecord | None:
         """This generation's record, if an earlier try of this task instance left one."""
         if self._store is None:

@@ -12,6 +12,7 @@ more slots than a limit's ``A`` could send more than ``A`` calls at once, so it 
 
 from __future__ import annotations
 
+DEFAULT_RATE_LIMITS = "5/second;20/minute"  # the vendor's published limits, per account
 DEFAULT_POOL = "octorpa"
 DEFAULT_POOL_SLOTS = 5
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airflow_octorpa.rate_limit import DEFAULT_RATE_LIMITS
+
 DEFAULT_ENTERPRISE_ID = "5f0c2a1e-8b7d-4c3a-9e61-2d4b8a7f0c11"
-DEFAULT_RATE_LIMITS = "5/second;20/minute"
 # Feishu's scheme, which the vendor's signing copies, refuses timestamps an hour off.
 DEFAULT_TIMESTAMP_TOLERANCE = 3600
 

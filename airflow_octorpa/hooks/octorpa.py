@@ -22,7 +22,7 @@ from airflow_octorpa.exceptions import (
     OctoRpaTransportError,
     OctoRpaWebhookError,
 )
-from airflow_octorpa.rate_limit import DEFAULT_POOL, DEFAULT_POOL_SLOTS, hold_seconds
+from airflow_octorpa.rate_limit import DEFAULT_POOL, DEFAULT_POOL_SLOTS, DEFAULT_RATE_LIMITS, hold_seconds
 
 if TYPE_CHECKING:
     import requests
@@ -31,7 +31,6 @@ DEFAULT_TIMEOUT = 30.0
 # The vendor documents no size limit; an RPA app's input variables are small, and a body this big
 # is a mistake (a whole file passed by value) that is better refused before it is sent.
 MAX_BODY_BYTES = 1024 * 1024
-DEFAULT_RATE_LIMITS = "5/second;20/minute"
 # How much of a non-JSON error body (a gateway's HTML page) an error message quotes.
 _EXCERPT_CHARS = 200
 
@@ -317,8 +316,8 @@ class OctoRpaHook(BaseHook):
 
     def prepare(self, app_params: Mapping[str, Any] | None, bot_id: str | None = None) -> PreparedCall:
         """Check a call without sending it: raises ``OctoRpaConfigurationError`` for what cannot be sent."""
-        call = PreparedCall(params=validate_app_params(app_params), bot_id=bot_id or self.config.bot_id)
-        body = build_payload(call.params, secret=None, bot_id=call.bot_id)  # the same checks a send makes
+        body = build_payload(app_params, secret=None, bot_id=bot_id or self.config.bot_id)  # a send's checks
+        call = PreparedCall(params=body["params"], bot_id=body.get("SpecifiedBot"))
         size = len(json.dumps(body, ensure_ascii=False).encode("utf-8"))
         if size > MAX_BODY_BYTES:
             raise OctoRpaInvalidParamsError(

@@ -7,6 +7,7 @@ vendor's ``code``/``description`` only.
 
 from __future__ import annotations
 
+import time
 from enum import Enum
 from typing import Any
 
@@ -26,6 +27,15 @@ _ADVICE_RATE_LIMITED = (
     "The service refused the call for its rate limit (5 calls per second, 20 per minute per "
     "account). No run was started; send it again after the window allows, and keep every "
     "trigger task in the 'octorpa' pool."
+)
+_ADVICE_NO_ANSWER = (
+    "The answer is not the service's (no flowProcessNo): a proxy or gateway may have answered for it, "
+    "after the app started or not. Check the Octopus RPA console for the run, and that the URL is "
+    "the webhook's own."
+)
+_ADVICE_REDIRECT = (
+    "The URL answered with a redirect, which this provider does not follow with a signed call. Put "
+    "the webhook URL exactly as the Octopus RPA console shows it in the connection's Host field."
 )
 _ADVICE_DEFAULT = (
     "Check in the Octopus RPA console that the webhook trigger exists and is enabled (启动触发器), "
@@ -120,8 +130,10 @@ class OctoRpaWebhookError(OctoRpaError):
 
     @property
     def outcome(self) -> CallOutcome:
-        # A 5xx may come from a gateway after the service started the app; a 4xx is a refusal.
-        return CallOutcome.UNKNOWN if self.status >= 500 else CallOutcome.NOT_STARTED
+        # Only a 4xx is a refusal. A 5xx may come from a gateway after the service started the
+        # app; a 2xx without the service's answer, or a 3xx, came from something that is not the
+        # service as documented, and may stand in front of a run that started.
+        return CallOutcome.NOT_STARTED if 400 <= self.status < 500 else CallOutcome.UNKNOWN
 
     @property
     def safe_to_resend(self) -> bool:
@@ -130,6 +142,10 @@ class OctoRpaWebhookError(OctoRpaError):
     def _advice(self) -> str:
         if self.is_rate_limited:
             return _ADVICE_RATE_LIMITED
+        if 200 <= self.status < 300:
+            return _ADVICE_NO_ANSWER
+        if 300 <= self.status < 400:
+            return _ADVICE_REDIRECT
         return _ADVICE_BY_CODE.get(self.code or "", _ADVICE_DEFAULT)
 
     def _message(self) -> str:
@@ -140,8 +156,8 @@ class OctoRpaWebhookError(OctoRpaError):
             parts.append(f"description {self.description!r}")
         if self.request_id:
             parts.append(f"requestId {self.request_id!r}")
-        if self.code is None and self.body_excerpt is not None:
-            parts.append(f"non-JSON body starting {self.body_excerpt!r}")
+        if self.code is None and self.body_excerpt:
+            parts.append(f"a body starting {self.body_excerpt!r}")
         return ", ".join(parts) + ". " + self._advice()
 
     @classmethod
@@ -172,3 +188,23 @@ class OctoRpaUnknownOutcomeError(OctoRpaError, AirflowFailException):
     @property
     def outcome(self) -> CallOutcome:
         return CallOutcome.UNKNOWN
+
+
+class OctoRpaTryLaterError(OctoRpaError):
+    """A call that started nothing could not be sent again within this try of the task.
+
+    The service asked for a longer wait than a worker should sleep holding a pool slot, or the next
+    attempt would not fit in the task's ``execution_timeout``. The task fails like any retryable
+    error, so its own retries (``retries``, ``retry_delay``) send the call again later.
+    """
+
+    def __init__(self, refusal: OctoRpaError, reason: str, try_after: float) -> None:
+        self.refusal = refusal
+        self.reason = reason
+        self.try_after = try_after
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(try_after))
+        super().__init__(
+            f"{refusal} Not sent again within this try: {reason}. Nothing was started; the task fails so that "
+            f"its retries send the call later (not before {when}). Give the task retries with a retry_delay "
+            "that long, or trigger it again then."
+        )

@@ -33,6 +33,12 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_octorpa.operators.octorpa"],
             }
         ],
+        "triggers": [
+            {
+                "integration-name": "八爪鱼RPA (Octopus RPA)",
+                "python-modules": ["airflow_octorpa.triggers.octorpa"],
+            }
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_octorpa.hooks.octorpa.OctoRpaHook",
@@ -60,11 +66,11 @@ def get_provider_info() -> dict[str, Any]:
                         "schema": {"type": ["string", "null"], "default": "octorpa"},
                         "description": "The Airflow pool every call of this account runs in.",
                     },
-                    "pool_slots": {
-                        "label": "Pool slots",
+                    "pool_size": {
+                        "label": "Pool size",
                         "schema": {"type": ["integer", "null"], "default": 5, "minimum": 1},
-                        "description": "That pool's slot count; each call keeps its slot long enough "
-                        "for the rate limits to hold.",
+                        "description": "That pool's slot count (not Airflow's slots per task); each call "
+                        "keeps its slot long enough for the rate limits to hold.",
                     },
                 },
                 "ui-field-behaviour": {
@@ -80,7 +86,7 @@ def get_provider_info() -> dict[str, Any]:
                         "timeout": "30",
                         "rate_limits": "5/second;20/minute",
                         "pool": "octorpa",
-                        "pool_slots": "5",
+                        "pool_size": "5",
                     },
                 },
             }

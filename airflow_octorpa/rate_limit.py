@@ -14,7 +14,7 @@ from __future__ import annotations
 
 DEFAULT_RATE_LIMITS = "5/second;20/minute"  # the vendor's published limits, per account
 DEFAULT_POOL = "octorpa"
-DEFAULT_POOL_SLOTS = 5
+DEFAULT_POOL_SIZE = 5
 
 
 def hold_seconds(rate_limits: str, slots: int) -> float:
@@ -31,7 +31,7 @@ def hold_seconds(rate_limits: str, slots: int) -> float:
         if calls_per_slot < 1:
             raise ValueError(
                 f"a pool of {slots} slots can send {slots} calls at once, more than the limit {item}; "
-                f"give the pool (and the connection's pool_slots) at most {item.amount} slots"
+                f"give the pool (and the connection's pool_size) at most {item.amount} slots"
             )
         holds.append(item.get_expiry() / calls_per_slot)
     return max(holds)

@@ -17,7 +17,10 @@ class CannedAnswer:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    drip: float = 0.0  # seconds between the body's bytes: each read is quick, the whole answer slow
+    raw: bytes | None = None  # written as is instead of a well-formed answer (broken framing)
     requests: list[tuple[str, bytes]] = field(default_factory=list)
+    answered_at: list[float] = field(default_factory=list)  # time.time() when each answer was written
 
 
 @contextmanager
@@ -32,6 +35,10 @@ def canned_server(answer: CannedAnswer) -> Iterator[str]:
             length = int(self.headers.get("Content-Length") or 0)
             answer.requests.append((self.command, self.rfile.read(length) if length else b""))
             time.sleep(answer.delay)
+            if answer.raw is not None:
+                self.wfile.write(answer.raw)
+                self.close_connection = True
+                return
             self.send_response(answer.status)
             self.send_header("Content-Type", answer.content_type)
             self.send_header("Content-Length", str(len(answer.body)))
@@ -40,7 +47,11 @@ def canned_server(answer: CannedAnswer) -> Iterator[str]:
             self.end_headers()
             if self.command != "HEAD":
                 try:
-                    self.wfile.write(answer.body)
+                    for index, chunk in enumerate(_chunks(answer.body, 1 if answer.drip else len(answer.body))):
+                        time.sleep(answer.drip if index else 0.0)
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                    answer.answered_at.append(time.time())
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up waiting: the point of a stalled answer
 
@@ -55,3 +66,8 @@ def canned_server(answer: CannedAnswer) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _chunks(data: bytes, size: int) -> Iterator[bytes]:
+    for start in range(0, len(data), max(size, 1)):
+        yield data[start : start + size]

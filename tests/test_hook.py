@@ -15,6 +15,7 @@ from conftest import ORDER_SECRET, ORDER_WEBHOOK, VENDOR_SECRET, VENDOR_WEBHOOK,
 
 from airflow_octorpa.emulator import WebhookSpec
 from airflow_octorpa.exceptions import (
+    CallOutcome,
     OctoRpaConfigurationError,
     OctoRpaInvalidParamsError,
     OctoRpaTransportError,
@@ -156,11 +157,29 @@ def test_error_body_without_request_id_and_in_pascal_case(monkeypatch):
     assert (caught.value.code, caught.value.description, caught.value.request_id) == ("SomethingElse", "说明", None)
 
 
-def test_success_without_flow_process_no_still_returns(monkeypatch, caplog):
-    with canned_server(CannedAnswer(status=200, body=b"")) as url:
+@pytest.mark.parametrize(
+    ("status", "body", "content_type"),
+    [
+        (200, b"", "application/json"),
+        (200, b"<html><body>Welcome to our proxy</body></html>", "text/html"),
+        (200, b'{"flowId": "f-1", "enterpriseId": "e-1"}', "application/json"),
+        (200, b'{"flowProcessNo": ""}', "application/json"),
+        (202, b"accepted", "text/plain"),
+        (302, b"", "text/html"),
+    ],
+)
+def test_answer_that_is_not_the_services_is_an_unknown_outcome(monkeypatch, status, body, content_type):
+    # A 2xx or 3xx without flowProcessNo came from something in front of the service, which may
+    # have passed the call on: the app may have started, and the run cannot be named.
+    answer = CannedAnswer(status=status, body=body, content_type=content_type, headers={"Location": "https://x/"})
+    with canned_server(answer) as url:
         hook = _set_conn(monkeypatch, connection_json(url, "secret-1"))
-        result = hook.trigger({"a": 1})
-    assert result == TriggerResult(None, None, None)
+        with pytest.raises(OctoRpaWebhookError) as caught:
+            hook.trigger({"a": 1})
+    assert caught.value.status == status
+    assert caught.value.outcome is CallOutcome.UNKNOWN and not caught.value.safe_to_resend
+    assert f"HTTP {status}" in str(caught.value)
+    assert ("redirect" if status == 302 else "flowProcessNo") in str(caught.value)
 
 
 # -- transport failures -------------------------------------------------------------------------
@@ -185,6 +204,27 @@ def test_read_timeout_says_the_run_may_have_started(monkeypatch):
     assert caught.value.request_sent is True
     assert "may have started" in str(caught.value)
     assert answer.requests and answer.requests[0][0] == "POST"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Chunked framing cut off in the middle of a chunk: requests raises ChunkedEncodingError.
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n"
+        b'40\r\n{"flowProcessNo": ',
+        # A body that says gzip and is not: requests raises ContentDecodingError.
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 12\r\n\r\nnot gzip at all"[:-3],
+    ],
+    ids=["chunked", "content-decoding"],
+)
+def test_broken_answer_body_says_the_run_may_have_started(monkeypatch, raw):
+    answer = CannedAnswer(raw=raw)
+    with canned_server(answer) as url:
+        hook = _set_conn(monkeypatch, connection_json(url, "secret-1", timeout=5))
+        with pytest.raises(OctoRpaTransportError) as caught:
+            hook.trigger({"a": 1})
+    assert caught.value.request_sent is True and caught.value.outcome is CallOutcome.UNKNOWN
+    assert "may have started" in str(caught.value)
 
 
 # -- input that cannot be sent correctly: nothing is sent ---------------------------------------
@@ -241,9 +281,14 @@ def test_robot_id_must_be_a_string(emulator, order_conn):
             "rate_limits 'lots'",
         ),
         ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"bot_id": 7}}, "bot_id extra"),
-        ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"pool_slots": "five"}}, "pool_slots 'five'"),
-        ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"pool_slots": 0}}, "pool_slots 0"),
-        ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"pool_slots": 8}}, "at most 5 slots"),
+        ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"pool_size": "five"}}, "pool_size 'five'"),
+        ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"pool_size": 0}}, "pool_size 0"),
+        ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"pool_size": 8}}, "at most 5 slots"),
+        # The extra's old name, which reads like Airflow's slots per task, is refused by name.
+        (
+            {"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"pool_slots": 1}},
+            "Rename it to 'pool_size'",
+        ),
     ],
 )
 def test_malformed_connection_fails_before_sending(monkeypatch, conn, message):
@@ -272,7 +317,7 @@ def test_connection_settings_defaults_and_extras(monkeypatch):
         "5/second;20/minute",
         None,
     )
-    assert (config.pool, config.pool_slots, config.hold) == ("octorpa", 5, 15.0)
+    assert (config.pool, config.pool_size, config.hold) == ("octorpa", 5, 15.0)
     assert "s3cret-value" not in repr(config)
     hook = _set_conn(
         monkeypatch,
@@ -320,3 +365,22 @@ def test_test_connection_sends_no_post(monkeypatch):
     with canned_server(answer) as url:
         ok, _ = _set_conn(monkeypatch, connection_json(url, "s")).test_connection()
     assert ok and [method for method, _ in answer.requests] == ["HEAD"]
+
+
+@pytest.mark.parametrize(
+    ("status", "ok", "says"),
+    [
+        (405, True, "HTTP 405"),
+        (401, True, "HTTP 401"),
+        (404, False, "no webhook is served there"),
+        (410, False, "no webhook is served there"),
+        (301, False, "redirects"),
+        (503, False, "the server failed"),
+    ],
+)
+def test_test_connection_judges_the_answer(monkeypatch, status, ok, says):
+    answer = CannedAnswer(status=status, headers={"Location": "https://elsewhere.example/"})
+    with canned_server(answer) as url:
+        result, message = _set_conn(monkeypatch, connection_json(url, "s")).test_connection()
+    assert (result, says in message) == (ok, True), message
+    assert [method for method, _ in answer.requests] == ["HEAD"]

@@ -52,9 +52,20 @@ def test_providers_manager_knows_the_hook_and_the_connection_form():
     assert "Webhook URL" in behaviour["relabeling"]["host"]
     assert "签名密钥" in behaviour["relabeling"]["password"]
     widgets = manager.connection_form_widgets
-    assert {f"extra__octorpa__{field}" for field in ("bot_id", "timeout", "rate_limits", "pool", "pool_slots")} <= set(
+    assert {f"extra__octorpa__{field}" for field in ("bot_id", "timeout", "rate_limits", "pool", "pool_size")} <= set(
         widgets
     )
+
+
+def test_the_trigger_is_listed_and_importable():
+    import importlib
+
+    from airflow.providers_manager import ProvidersManager
+
+    (triggers,) = get_provider_info()["triggers"]
+    for module in triggers["python-modules"]:
+        importlib.import_module(module)
+    assert any(t.package_name == "airflow-provider-octorpa" for t in ProvidersManager().trigger)
 
 
 def test_airflow_cli_lists_the_provider_and_connection_type(airflow_db):

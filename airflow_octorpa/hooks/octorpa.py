@@ -22,7 +22,7 @@ from airflow_octorpa.exceptions import (
     OctoRpaTransportError,
     OctoRpaWebhookError,
 )
-from airflow_octorpa.rate_limit import DEFAULT_POOL, DEFAULT_POOL_SLOTS, DEFAULT_RATE_LIMITS, hold_seconds
+from airflow_octorpa.rate_limit import DEFAULT_POOL, DEFAULT_POOL_SIZE, DEFAULT_RATE_LIMITS, hold_seconds
 
 if TYPE_CHECKING:
     import requests
@@ -147,7 +147,7 @@ class OctoRpaWebhookConfig:
     timeout: float
     rate_limits: str
     pool: str
-    pool_slots: int
+    pool_size: int
     hold: float  # seconds a call keeps its pool slot after its exchange ends (see rate_limit)
 
     @property
@@ -163,7 +163,7 @@ class OctoRpaWebhookConfig:
         return (
             f"OctoRpaWebhookConfig(url={self.url!r}, secret={'***' if self.secret else ''!r}, "
             f"bot_id={self.bot_id!r}, timeout={self.timeout!r}, rate_limits={self.rate_limits!r}, "
-            f"pool={self.pool!r}, pool_slots={self.pool_slots!r}, hold={self.hold!r})"
+            f"pool={self.pool!r}, pool_size={self.pool_size!r}, hold={self.hold!r})"
         )
 
 
@@ -175,7 +175,7 @@ class OctoRpaHook(BaseHook):
     ``password`` (empty when the trigger's signature check is off) and, in ``extra``,
     ``bot_id`` (default robot), ``timeout`` (seconds, default 30), ``rate_limits``
     (default ``"5/second;20/minute"``), ``pool`` (the pool every call of this account runs in,
-    default ``"octorpa"``) and ``pool_slots`` (that pool's slot count, default 5).
+    default ``"octorpa"``) and ``pool_size`` (that pool's slot count, default 5).
 
     :param octorpa_conn_id: The Airflow connection of type ``octorpa``.
     :param timeout: Seconds to wait for the service; overrides the connection's ``timeout``.
@@ -207,9 +207,9 @@ class OctoRpaHook(BaseHook):
                 f"environment variable AIRFLOW_CONN_{self.octorpa_conn_id.upper()}."
             ) from None
         extra = conn.extra_dejson
-        rate_limits, pool_slots = self._extra_rate_limits(extra), self._extra_pool_slots(extra)
+        rate_limits, pool_size = self._extra_rate_limits(extra), self._extra_pool_size(extra)
         try:
-            hold = hold_seconds(rate_limits, pool_slots)
+            hold = hold_seconds(rate_limits, pool_size)
         except ValueError as err:
             raise self._error(f"cannot keep its calls within its rate limits: {err}.") from None
         return OctoRpaWebhookConfig(
@@ -219,7 +219,7 @@ class OctoRpaHook(BaseHook):
             timeout=self._extra_timeout(extra),
             rate_limits=rate_limits,
             pool=str(extra.get("pool") or DEFAULT_POOL),
-            pool_slots=pool_slots,
+            pool_size=pool_size,
             hold=hold,
         )
 
@@ -281,14 +281,22 @@ class OctoRpaHook(BaseHook):
             ) from None
         return rate_limits
 
-    def _extra_pool_slots(self, extra: dict) -> int:
-        raw = extra.get("pool_slots")
+    def _extra_pool_size(self, extra: dict) -> int:
+        if extra.get("pool_slots") not in (None, ""):
+            # Airflow's pool_slots is the slots one task takes; this extra was renamed so that it
+            # cannot be read that way (1 would shorten the hold and overdraw the limits).
+            raise self._error(
+                "has the extra 'pool_slots', which this provider no longer reads: it meant the pool's "
+                "size, not Airflow's slots per task. Rename it to 'pool_size' and give the slot count "
+                f"of the pool (default {DEFAULT_POOL_SIZE})."
+            )
+        raw = extra.get("pool_size")
         if raw in (None, ""):
-            return DEFAULT_POOL_SLOTS
+            return DEFAULT_POOL_SIZE
         if isinstance(raw, bool) or not str(raw).isdigit() or int(raw) < 1:
             raise self._error(
-                f"has the pool_slots {raw!r}; give the slot count of its pool as a whole number (default "
-                f"{DEFAULT_POOL_SLOTS})."
+                f"has the pool_size {raw!r}; give the slot count of its pool as a whole number (default "
+                f"{DEFAULT_POOL_SIZE})."
             )
         return int(raw)
 
@@ -333,18 +341,20 @@ class OctoRpaHook(BaseHook):
         body = build_payload(call.params, secret=config.secret, bot_id=call.bot_id)
         data = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
         response = self._post(config, data)
-        if response.status_code != 200:
+        result = self._result(response) if 200 <= response.status_code < 300 else None
+        if result is None:
             raise self._webhook_error(response)
-        return self._result(response)
+        return result
 
     def _post(self, config: OctoRpaWebhookConfig, data: bytes) -> requests.Response:
         import requests
 
         try:
             return self.session.post(config.url, data=data, timeout=config.timeout, allow_redirects=False)
-        except (requests.ConnectionError, requests.Timeout) as err:
+        except requests.RequestException as err:
             # Only a failure to connect proves the request never left; anything later (a read
-            # timeout, a reset) may have reached the service and started a run.
+            # timeout, a reset, a broken or undecodable body) may have reached the service and
+            # started a run.
             sent = not _is_connect_failure(err)
             raise OctoRpaTransportError(
                 f"Calling the Octopus RPA webhook (connection {self.octorpa_conn_id!r}) failed: "
@@ -360,31 +370,31 @@ class OctoRpaHook(BaseHook):
             ) from None
 
     def _webhook_error(self, response: requests.Response) -> OctoRpaWebhookError:
-        fields = _json_fields(response)
+        fields = _json_fields(response) or {}
+        code = _str_or_none(fields.get("code"))
         return OctoRpaWebhookError.from_answer(
             status=response.status_code,
-            code=_str_or_none((fields or {}).get("code")),
-            description=_str_or_none((fields or {}).get("description")),
-            request_id=_str_or_none((fields or {}).get("requestid")),
+            code=code,
+            description=_str_or_none(fields.get("description")),
+            request_id=_str_or_none(fields.get("requestid")),
             conn_id=self.octorpa_conn_id,
-            body_excerpt=None if fields is not None else response.text[:_EXCERPT_CHARS].strip(),
+            body_excerpt=None if code else response.text[:_EXCERPT_CHARS].strip(),
             retry_after=_retry_after_seconds(response.headers.get("Retry-After")),
         )
 
-    def _result(self, response: requests.Response) -> TriggerResult:
+    @staticmethod
+    def _result(response: requests.Response) -> TriggerResult | None:
+        """The started run, or None when a 2xx is not the service's answer (a proxy's page, an
+        empty body, JSON without ``flowProcessNo``): then whether a run started is unknown."""
         fields = _json_fields(response) or {}
-        result = TriggerResult(
-            flow_process_no=_str_or_none(fields.get("flowprocessno")),
+        flow_process_no = _str_or_none(fields.get("flowprocessno"))
+        if not flow_process_no:
+            return None
+        return TriggerResult(
+            flow_process_no=flow_process_no,
             flow_id=_str_or_none(fields.get("flowid")),
             enterprise_id=_str_or_none(fields.get("enterpriseid")),
         )
-        if result.flow_process_no is None:
-            # HTTP 200 means the app started; failing here would invite a duplicate retry.
-            self.log.warning(
-                "Octopus RPA accepted the call (HTTP 200) but sent no flowProcessNo; the run "
-                "started but cannot be identified from Airflow. Find it in the Octopus RPA console."
-            )
-        return result
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the settings and that the webhook's host answers. Never POSTs: starts no run."""
@@ -398,10 +408,31 @@ class OctoRpaHook(BaseHook):
             response = self.session.head(config.url, timeout=config.timeout, allow_redirects=False)
         except requests.RequestException as err:
             return False, f"The webhook's host did not answer ({type(err).__name__}). Check the URL and network."
+        if problem := _head_answer_problem(response):
+            return False, f"The webhook URL answered HTTP {response.status_code} to a HEAD request: {problem}"
         return True, (
             f"Settings are valid and the webhook's host answered (HTTP {response.status_code} to a "
             "HEAD request). No RPA run was started: the signature is only checked by a real trigger."
         )
+
+
+def _head_answer_problem(response: requests.Response) -> str | None:
+    """What a HEAD answer says is wrong with the webhook URL, or None when it looks served.
+
+    A webhook takes only POST, so 405 (or another 4xx) is the expected answer; 404/410, a
+    redirect or a server error mean no webhook is served at that URL as written.
+    """
+    status = response.status_code
+    if status in (404, 410):
+        return "no webhook is served there. Copy the URL again from the Octopus RPA console."
+    if 300 <= status < 400:
+        return (
+            f"it redirects (to {response.headers.get('Location', 'an unnamed place')!r}), and signed calls "
+            "are not redirected. Put the webhook URL exactly as the console shows it."
+        )
+    if status >= 500:
+        return "the server failed. Try again later, or check the service's status."
+    return None
 
 
 def _is_http_url(url: str) -> bool:

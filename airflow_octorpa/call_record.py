@@ -8,9 +8,11 @@ Writing ``sending`` first closes the gap between a request and the write of its 
 killed in between leaves ``sending``, never nothing.
 
 The task state store (Airflow 3.3) is scoped to the DAG run, task and map index, and survives
-retries and clearing alike. A clear is a deliberate new trigger, so each record carries the
-task's *generation*: clearing sets ``max_tries = try_number + retries``, so ``max_tries - retries``
-changes on a clear and stays put across retries.
+retries and clearing alike. A clear is a deliberate new trigger, so each record carries the task
+instance's *generation*: its ``max_tries`` as the scheduler set it. Retries leave ``max_tries``
+alone; a clear sets it to ``try_number + retries``, which is past every earlier value while
+``retries`` stays put. The worker's own ``self.retries`` is never used: it may differ from the
+scheduler's (a DAG edited between tries, retries read from a Variable).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class CallRecord:
 
     @property
     def sent_at_text(self) -> str:
+        if self.sent_at <= 0:
+            return "an unknown time"
         return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.sent_at))
 
 
@@ -60,19 +64,22 @@ class CallLedger:
             )
 
     @classmethod
-    def from_context(cls, context: Any, retries: int, log: Logger) -> CallLedger:
+    def from_context(cls, context: Any, log: Logger) -> CallLedger:
         max_tries = getattr(context.get("ti"), "max_tries", None)
-        generation = (max_tries - (retries or 0)) if isinstance(max_tries, int) else 0
-        return cls(context.get("task_state_store"), generation, log)
+        return cls(context.get("task_state_store"), max_tries if isinstance(max_tries, int) else 0, log)
 
     def prior(self) -> CallRecord | None:
         """This generation's record, if an earlier try of this task instance left one."""
         if self._store is None:
             return None
         raw = self._store.get(RECORD_KEY)
-        if not isinstance(raw, dict):
+        if raw is None:
             return None
-        record = CallRecord(**raw)
+        record = _parse(raw)
+        if record is None:
+            # A record this version cannot read may still say a run started: never guess "nothing".
+            self._log.warning("The task's call record is unreadable (%.200r); treating its call as unknown.", raw)
+            return CallRecord(UNKNOWN, self._generation, 0.0, "unknown", None)
         if record.generation != self._generation:
             self._log.info("The task was cleared since its last call: this is a new trigger.")
             return None
@@ -98,3 +105,14 @@ class CallLedger:
             # Never expire: a record that vanished would let a late retry trigger a second run.
             self._store.set(RECORD_KEY, asdict(record), retention=NEVER_EXPIRE)
         return record
+
+
+def _parse(raw: Any) -> CallRecord | None:
+    if not isinstance(raw, dict):
+        return None
+    try:
+        record = CallRecord(**raw)
+    except TypeError:
+        return None
+    ok = record.state in (SENDING, STARTED, UNKNOWN) and isinstance(record.generation, int)
+    return record if ok else None

@@ -33,7 +33,9 @@ def free_port() -> int:
 class AirflowCluster:
     """``with AirflowCluster(home, dags_folder) as cluster: cluster.trigger(...)``."""
 
-    def __init__(self, home: Path, dags_folder: Path, *, parallelism: int = 16) -> None:
+    def __init__(
+        self, home: Path, dags_folder: Path, *, parallelism: int = 16, plugins_folder: Path | None = None
+    ) -> None:
         self.home = home
         self.dags_folder = dags_folder
         self.port = free_port()
@@ -57,6 +59,7 @@ class AirflowCluster:
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "2",
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
                 "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins_folder or home / "plugins"),
             }
         )
         self.processes: dict[str, subprocess.Popen] = {}
@@ -71,11 +74,11 @@ class AirflowCluster:
             raise RuntimeError(f"airflow {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         return done.stdout
 
-    def prepare(self, connections: dict[str, dict[str, Any]], pool_slots: int = 5) -> None:
+    def prepare(self, connections: dict[str, dict[str, Any]], pool_size: int = 5) -> None:
         """Migrate the database, create the ``octorpa`` pool and the connections."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.cli("db", "migrate")
-        self.cli("pools", "set", "octorpa", str(pool_slots), "Octopus RPA webhook calls", "--include-deferred")
+        self.cli("pools", "set", "octorpa", str(pool_size), "Octopus RPA webhook calls", "--include-deferred")
         for conn_id, conn in connections.items():
             self.cli("connections", "add", conn_id, "--conn-json", json.dumps(conn))
 

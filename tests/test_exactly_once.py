@@ -8,11 +8,16 @@ started" error.
 from __future__ import annotations
 
 import datetime
+import json
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow_helpers import run_dag, task_states, xcom_return_values
+from canned_server import CannedAnswer, canned_server
 from conftest import FAST_LIMITS, ORDER_SECRET, ORDER_WEBHOOK, connection_json
 
+from airflow_octorpa.call_record import CallLedger
+from airflow_octorpa.exceptions import CallOutcome, OctoRpaConfigurationError, OctoRpaTryLaterError
 from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
 
 START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
@@ -64,6 +69,9 @@ def _try_numbers(dag_run) -> int:
         ({"kind": "status_before_start", "status": 500}, 0),
         ({"kind": "html", "status": 502}, 0),
         ({"kind": "drop_before_read"}, 0),
+        # HTTP 200 without the service's answer: a proxy's page, or an error body with status 200.
+        ({"kind": "html", "status": 200}, 0),
+        ({"kind": "status_after_start", "status": 200}, 1),
     ],
     ids=lambda v: v["kind"] + str(v.get("status", "")) if isinstance(v, dict) else str(v),
 )
@@ -97,40 +105,152 @@ def test_opting_in_resends_an_unknown_outcome_on_retry(emulator, short_timeout_c
     assert xcom_return_values(dag_run, "trigger")[-1]["flow_process_no"] == runs[1]["flow_process_no"]
 
 
-def test_retry_after_a_crash_returns_the_started_run(emulator, monkeypatch):
-    # The hold after the call (3 s: 1 call per 3 s, one slot) outlasts the execution timeout, so
-    # the first try dies after its run started; the retry must return that run, not start another.
+def test_execution_timeout_that_cannot_fit_the_call_and_hold_is_refused_before_sending(emulator, monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_OCTORPA_DEFAULT",
-        connection_json(emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET, rate_limits="1/3 seconds", pool_slots=1),
+        connection_json(emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET, rate_limits="1/20 seconds", pool_size=1),
     )
-    dag_run = _run_one("eo_crash_after_start", retries=1, execution_timeout=datetime.timedelta(seconds=1))
-
-    assert task_states(dag_run)[("trigger", -1)] == "success"
-    assert _try_numbers(dag_run) == 2
-    (run,) = emulator.state.snapshot("runs")
-    assert len(emulator.state.snapshot("calls")) == 1
-    assert xcom_return_values(dag_run, "trigger")[-1]["flow_process_no"] == run["flow_process_no"]
-
-
-def test_wrong_secret_fails_fast_without_burning_retries(emulator, monkeypatch):
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_OCTORPA_DEFAULT",
-        connection_json(emulator.webhook_url(ORDER_WEBHOOK), "wrong-secret", rate_limits=FAST_LIMITS),
-    )
-    dag_run = _run_one("eo_wrong_secret", retries=3)
+    dag_run = _run_one("eo_timeout_too_short", execution_timeout=datetime.timedelta(seconds=30))
 
     assert task_states(dag_run)[("trigger", -1)] == "failed"
-    assert _try_numbers(dag_run) == 1
-    assert len(emulator.state.snapshot("calls")) == 1
+    assert _try_numbers(dag_run) == 1  # a configuration error: no retry
+    assert emulator.state.snapshot("calls") == []
+    with pytest.raises(OctoRpaConfigurationError, match=r"execution_timeout=0:00:30 .* at least 55 s"):
+        OctoRpaTriggerOperator(
+            task_id="t", app_params={"a": 1}, execution_timeout=datetime.timedelta(seconds=30)
+        ).execute({})
 
 
-def test_each_map_index_and_each_dag_run_is_its_own_trigger(emulator, order_conn):
-    from airflow.sdk import DAG
+# The answer arrives one byte at a time (every read well inside the client timeout of 2 s): a
+# slow exchange the client timeout cannot cut, so only execution_timeout can.
+_ANSWER = json.dumps({"enterpriseId": "e-1", "flowId": "f-1", "flowProcessNo": "639086220306619793"}).encode()
 
-    with DAG("eo_mapped", schedule=None, start_date=START) as dag:
-        OctoRpaTriggerOperator.partial(task_id="trigger").expand(app_params=[{"订单号": "same"}, {"订单号": "same"}])
-    run_dag(dag)
-    run_dag(dag)
 
-    assert len(emulator.state.snapshot("runs")) == 4
+def _dripping_conn(monkeypatch, url: str) -> None:
+    # One call per 4 s from one slot: a 4 s hold. execution_timeout must then be 2 + 4 + 5 = 11 s.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OCTORPA_DEFAULT",
+        connection_json(url, "secret-1", timeout=2, rate_limits="1/4 seconds", pool_size=1),
+    )
+
+
+def test_timeout_during_the_hold_after_a_started_run_succeeds_and_keeps_the_slot(monkeypatch, capfd):
+    answer = CannedAnswer(body=_ANSWER, drip=9.0 / len(_ANSWER))  # the exchange ends after about 9 s
+    with canned_server(answer) as url:
+        _dripping_conn(monkeypatch, url)
+        dag_run = _run_one("eo_timeout_in_hold", retries=0, execution_timeout=datetime.timedelta(seconds=11))
+
+    # The timeout fired during the hold: the task still keeps its slot to the hold's end, and ends
+    # as a success naming the run it started, not as a failure that invites a second trigger.
+    assert task_states(dag_run)[("trigger", -1)] == "success"
+    assert xcom_return_values(dag_run, "trigger")[-1]["flow_process_no"] == "639086220306619793"
+    assert len(answer.requests) == 1
+    assert _end(dag_run) >= answer.answered_at[0] + 4.0
+    assert "execution_timeout fired after Octopus RPA run flowProcessNo=639086220306619793" in capfd.readouterr().out
+
+
+def test_timeout_while_the_answer_is_out_fails_as_may_have_started(monkeypatch, capfd):
+    answer = CannedAnswer(body=_ANSWER, drip=1.0)  # would take a minute
+    with canned_server(answer) as url:
+        _dripping_conn(monkeypatch, url)
+        dag_run = _run_one("eo_timeout_in_call", retries=2, execution_timeout=datetime.timedelta(seconds=11))
+
+    assert task_states(dag_run)[("trigger", -1)] == "failed"
+    assert _try_numbers(dag_run) == 1  # not retried: the app may have started
+    assert len(answer.requests) == 1
+    assert _end(dag_run) - _start(dag_run) >= 11.0 + 4.0  # the hold is kept after the cut-off exchange too
+    log = capfd.readouterr().out
+    assert "MAY HAVE STARTED" in log and "execution_timeout fired while it waited for the answer" in log
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "execution_timeout", "reason"),
+    [
+        ("3600", None, "asks to wait 3600 s"),
+        ("30", 20, "would not fit in execution_timeout"),
+    ],
+)
+def test_long_retry_after_fails_for_the_tasks_retries_instead_of_sleeping(
+    monkeypatch, retry_after, execution_timeout, reason
+):
+    refusal = json.dumps({"code": "TooManyRequests", "description": "slow down"}).encode()
+    answer = CannedAnswer(status=429, body=refusal, headers={"Retry-After": retry_after})
+    with canned_server(answer) as url:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_OCTORPA_DEFAULT", connection_json(url, "secret-1", timeout=5, rate_limits=FAST_LIMITS)
+        )
+        kwargs = {"execution_timeout": datetime.timedelta(seconds=execution_timeout)} if execution_timeout else {}
+        with pytest.raises(OctoRpaTryLaterError) as caught:
+            OctoRpaTriggerOperator(task_id="t", app_params={"a": 1}, **kwargs).execute({})
+    assert len(answer.requests) == 1
+    assert reason in str(caught.value) and "Nothing was started" in str(caught.value)
+    assert caught.value.outcome is CallOutcome.NOT_STARTED
+    assert not isinstance(caught.value, AirflowFailException)  # the task's own retries send it later
+
+
+def test_a_failed_write_of_started_does_not_fail_a_started_run(emulator, order_conn, monkeypatch, capfd):
+    # No real store fails on demand: the write is made to fail here.
+    def broken(*args, **kwargs):
+        raise OSError("the task state store is unreachable")
+
+    monkeypatch.setattr(CallLedger, "started", broken)
+    dag_run = _run_one("eo_started_write_fails", retries=0)
+
+    (run,) = emulator.state.snapshot("runs")
+    assert task_states(dag_run)[("trigger", -1)] == "success"
+    assert xcom_return_values(dag_run, "trigger")[-1]["flow_process_no"] == run["flow_process_no"]
+    assert "Could not record that run" in capfd.readouterr().out
+
+
+def test_the_record_keeps_the_schedulers_max_tries_not_the_workers_retries():
+    class TaskInstance:
+        max_tries = 3
+
+    import logging
+
+    ledger = CallLedger.from_context({"ti": TaskInstance(), "task_state_store": _MemoryStore()}, logging.getLogger())
+    record = ledger.sending("hook-1", None)
+    assert record.generation == 3
+    TaskInstance.max_tries = 5  # a clear: try_number + retries
+    assert (
+        CallLedger.from_context({"ti": TaskInstance(), "task_state_store": ledger._store}, logging.getLogger()).prior()
+        is None
+    )
+
+
+def test_an_unreadable_record_counts_as_may_have_started():
+    import logging
+
+    store = _MemoryStore({"octorpa_call": {"state": "sent", "by": "a future version"}})
+    prior = CallLedger(store, 1, logging.getLogger()).prior()
+    assert prior is not None and prior.state == "unknown"
+
+
+class _MemoryStore(dict):
+    def set(self, key, value, retention=None):
+        self[key] = value
+
+    def delete(self, key):
+        self.pop(key, None)
+
+
+def _start(dag_run) -> float:
+    return _ti_dates(dag_run)[0]
+
+
+def _end(dag_run) -> float:
+    return _ti_dates(dag_run)[1]
+
+
+def _ti_dates(dag_run) -> tuple[float, float]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        start, end = session.execute(
+            select(TaskInstance.start_date, TaskInstance.end_date).where(
+                TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id
+            )
+        ).one()
+    return start.timestamp(), end.timestamp()

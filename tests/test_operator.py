@@ -183,10 +183,35 @@ def test_pool_can_be_overridden_and_templated_fields_are_declared():
     assert OctoRpaTriggerOperator.partial(task_id="m", pool="p2").expand(app_params=[{}]).pool == "p2"
 
 
-def test_default_args_pool_wins_over_the_operator_default():
+def test_default_args_pool_wins_over_the_operator_default_mapped_or_not():
+    from airflow.sdk import TaskGroup
+
     with _dag("op_default_args_pool", default_args={"pool": "team_pool"}):
         op = OctoRpaTriggerOperator(task_id="t")
-    assert op.pool == "team_pool"
+        mapped = OctoRpaTriggerOperator.partial(task_id="m").expand(app_params=[{}])
+        with TaskGroup("g", default_args={"pool": "group_pool"}):
+            in_group = OctoRpaTriggerOperator.partial(task_id="m").expand(app_params=[{}])
+        own = OctoRpaTriggerOperator.partial(task_id="o", default_args={"pool": "own_pool"}).expand(app_params=[{}])
+    assert (op.pool, mapped.pool, in_group.pool, own.pool) == ("team_pool", "team_pool", "group_pool", "own_pool")
+    with _dag("op_no_default_args_pool"):
+        assert OctoRpaTriggerOperator.partial(task_id="m").expand(app_params=[{}]).pool == "octorpa"
+
+
+def test_unsigned_connection_warns_that_the_url_is_the_only_credential(emulator, monkeypatch, capfd):
+    from conftest import FAST_LIMITS, connection_json
+
+    from airflow_octorpa.emulator import WebhookSpec
+
+    emulator.state.put_webhook(
+        WebhookSpec.from_dict({"id": "open-hook", "robot": "robot-warehouse-01", "app": {"inputs": {"x": 0}}})
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OCTORPA_DEFAULT",
+        connection_json(emulator.webhook_url("open-hook"), None, rate_limits=FAST_LIMITS),
+    )
+    OctoRpaTriggerOperator(task_id="t", app_params={"x": 1}).execute({})
+    out = capfd.readouterr().out
+    assert out.count("has no signing secret") == 1 and "Turn on the trigger's signature check" in out
 
 
 def test_failed_call_fails_the_task(emulator, monkeypatch):

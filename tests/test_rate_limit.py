@@ -124,7 +124,7 @@ def test_refused_signature_is_not_resent(emulator, monkeypatch):
 def test_worker_mode_keeps_the_slot_for_the_hold(emulator, monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_OCTORPA_DEFAULT",
-        connection_json(emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET, rate_limits="5/2 seconds", pool_slots=1),
+        connection_json(emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET, rate_limits="5/2 seconds", pool_size=1),
     )
     import time
 
@@ -137,10 +137,10 @@ def test_worker_mode_keeps_the_slot_for_the_hold(emulator, monkeypatch):
 
 @pytest.mark.usefixtures("airflow_db")
 def test_deferrable_mode_gives_the_same_result_as_worker_mode(emulator, monkeypatch):
-    # pool_slots=1 and 1 call per 3 s: a 3 s hold, long enough to be deferred.
+    # pool_size=1 and 1 call per 3 s: a 3 s hold, long enough to be deferred.
     monkeypatch.setenv(
         "AIRFLOW_CONN_OCTORPA_DEFAULT",
-        connection_json(emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET, rate_limits="1/3 seconds", pool_slots=1),
+        connection_json(emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET, rate_limits="1/3 seconds", pool_size=1),
     )
     from airflow.sdk import DAG
 

@@ -3,6 +3,7 @@ killed after its call does not trigger twice."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 import uuid
@@ -33,7 +34,7 @@ def scaled_emulator():
 def cluster(scaled_emulator):
     """One set of Airflow components for the module's tests, stopped whatever happens."""
     home = Path(tempfile.mkdtemp(prefix="octorpa-cluster-"))
-    cluster = AirflowCluster(home, Path(__file__).parent / "dags")
+    cluster = AirflowCluster(home, Path(__file__).parent / "dags", plugins_folder=Path(__file__).parent / "plugins")
     url = scaled_emulator.webhook_url(ORDER_WEBHOOK)
     cluster.prepare(
         {
@@ -49,7 +50,7 @@ def cluster(scaled_emulator):
                 "conn_type": "octorpa",
                 "host": url,
                 "password": ORDER_SECRET,
-                "extra": {"rate_limits": "1/20 seconds", "pool_slots": 1},
+                "extra": {"rate_limits": "1/20 seconds", "pool_size": 1},
             },
         }
     )
@@ -102,9 +103,14 @@ def test_worker_killed_after_its_call_is_not_triggered_twice_but_a_clear_is(scal
     cluster.wait_for(lambda: len(scaled_emulator.state.snapshot("runs")) == 1, 180, "the first call")
     (ti_hex,) = cluster._query("SELECT id FROM task_instance WHERE dag_id = 'octorpa_crash' AND run_id = 'crash'")[0]
     ti_id = str(uuid.UUID(ti_hex))
-    cluster.wait_for(lambda: "Keeping the pool slot" in _task_log(cluster, "crash"), 30, "the slot hold to begin")
+    cluster.wait_for(
+        lambda: "Keeping the pool slot" in _task_log(cluster, "octorpa_crash", "crash"), 30, "the slot hold to begin"
+    )
     # The run started and was recorded; the task process (titled 'airflow worker -- <ti id>') dies
     # holding its slot.
+    # The DAG's retries change before the retry (as a DAG reading them from a Variable would see):
+    # the retry must still find the run it started, by the scheduler's max_tries.
+    (cluster.home / "octorpa_crash_retries").write_text("3")
     (task_pid,) = pids_whose("cmdline", f"airflow worker -- {ti_id}")
     kill(task_pid)
 
@@ -124,13 +130,42 @@ def test_worker_killed_after_its_call_is_not_triggered_twice_but_a_clear_is(scal
     assert cluster.wait_for_run("octorpa_crash", "crash", timeout=180) == "success", cluster.log_tail()
     second = scaled_emulator.state.snapshot("runs")[1]
     assert cluster.xcom_values("octorpa_crash", "crash", "trigger")[-1]["flow_process_no"] == second["flow_process_no"]
+    (cluster.home / "octorpa_crash_retries").unlink()
 
 
-def _task_log(cluster, run_id: str) -> str:
-    logs = cluster.home / "logs"
-    return "".join(
-        p.read_text(errors="replace") for p in logs.rglob("*.log") if "octorpa_crash" in str(p) and run_id in str(p)
-    )
+@pytest.mark.timeout(600)
+def test_deferred_mode_ends_like_worker_mode(scaled_emulator, cluster):
+    """Same XCom semantics, same listener events, same downstream behaviour in both modes."""
+    scaled_emulator.state.reset()
+    modes = ("worker", "deferred")
+    cluster.wait_for_dags(*(f"octorpa_modes_{mode}" for mode in modes))
+    for mode in modes:
+        cluster.trigger(f"octorpa_modes_{mode}", "modes", {})
+    for mode in modes:
+        assert cluster.wait_for_run(f"octorpa_modes_{mode}", "modes", timeout=300) == "success", cluster.log_tail()
+
+    runs = {r["params"]["订单号"]: r["flow_process_no"] for r in scaled_emulator.state.snapshot("runs")}
+    assert len(scaled_emulator.state.snapshot("calls")) == len(runs) == 8  # none twice
+    events = [json.loads(line) for line in (cluster.home / "listener-events.jsonl").read_text().splitlines()]
+    for mode in modes:
+        dag_id = f"octorpa_modes_{mode}"
+        states = cluster.task_states(dag_id, "modes")
+        assert set(states.values()) == {"success"}, states
+        # The downstream .expand() over single's dict found its mapped length: one task per key.
+        assert sorted(i for (task_id, i) in states if task_id == "field") == [0, 1, 2]
+        assert cluster.xcom_values(dag_id, "modes", "single")[-1]["flow_process_no"] == runs[f"{mode}-single"]
+        assert cluster.xcom_values(dag_id, "modes", "silent") == {}  # do_xcom_push=False is honoured
+        assert cluster.xcom_values(dag_id, "modes", "check") == {0: runs[f"{mode}-m0"], 1: runs[f"{mode}-m1"]}
+        # Listeners (OpenLineage among them) see every trigger task succeed.
+        succeeded = {(e["task_id"], e["map_index"]) for e in events if e["dag_id"] == dag_id}
+        assert {("single", -1), ("silent", -1), ("mapped", 0), ("mapped", 1)} <= succeeded, succeeded
+    assert "(deferred)" in _task_log(cluster, "octorpa_modes_deferred", "modes")
+    assert "(deferred)" not in _task_log(cluster, "octorpa_modes_worker", "modes")
+
+
+def _task_log(cluster, dag_id: str, run_id: str) -> str:
+    folder = cluster.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+    return "".join(p.read_text(errors="replace") for p in folder.rglob("*.log"))
 
 
 @pytest.mark.timeout(600)

@@ -4,24 +4,37 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseOperator, conf
+from airflow.providers.common.compat.sdk import AirflowTaskTimeout, BaseOperator, conf
 
 from airflow_octorpa.call_record import STARTED, CallLedger, CallRecord
-from airflow_octorpa.exceptions import CallOutcome, OctoRpaError, OctoRpaInvalidParamsError, OctoRpaUnknownOutcomeError
+from airflow_octorpa.exceptions import (
+    CallOutcome,
+    OctoRpaConfigurationError,
+    OctoRpaError,
+    OctoRpaInvalidParamsError,
+    OctoRpaTryLaterError,
+    OctoRpaUnknownOutcomeError,
+)
 from airflow_octorpa.rate_limit import DEFAULT_POOL
 
 # Below this, deferring costs more (a triggerer round trip) than waiting in the worker.
 _MIN_DEFERRAL_SECONDS = 2.0
+# What execution_timeout must leave beyond the call and the hold: the record's writes, the logs.
+_TIMEOUT_MARGIN_SECONDS = 5.0
+# The longest a worker sleeps (holding its slot) before resending a refused call; past it the task
+# fails, having started nothing, and its own retries try again after retry_delay.
+MAX_RESEND_WAIT_SECONDS = 120.0
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_octorpa.hooks.octorpa import OctoRpaHook, PreparedCall
+    from airflow_octorpa.hooks.octorpa import OctoRpaHook, OctoRpaWebhookConfig, PreparedCall
 
 
 class OctoRpaTriggerOperator(BaseOperator):
@@ -38,9 +51,11 @@ class OctoRpaTriggerOperator(BaseOperator):
     :param bot_id: The robot id (机器人ID) to run on (templated); default: the connection's
         ``bot_id``, else the robot chosen on the trigger.
     :param octorpa_conn_id: The Airflow connection of type ``octorpa``.
-    :param pool: Default ``"octorpa"``: keep every trigger task in that pool (see the README).
+    :param pool: Default ``"octorpa"`` (unless ``default_args`` name a pool): keep every trigger
+        task in the connection's pool (see the README).
     :param deferrable: Hold the pool slot after the call in the triggerer instead of the worker
-        (default: ``[operators] default_deferrable``). The result is the same either way.
+        (default: ``[operators] default_deferrable``). The task then resumes on a worker and ends
+        exactly as in worker mode.
     :param rate_limit_retries: How many times a call that started nothing (refused for the rate
         limit, or never sent) is sent again, each after the slot hold and any ``Retry-After``.
     :param resend_on_unknown_outcome: When a call may have started a run (its answer was lost), let
@@ -70,13 +85,17 @@ class OctoRpaTriggerOperator(BaseOperator):
         self.deferrable = deferrable
         self.rate_limit_retries = rate_limit_retries
         self.resend_on_unknown_outcome = resend_on_unknown_outcome
-        self._last_exchange_end: float | None = None  # when this task's last webhook exchange ended
+        self._last_exchange_end: float | None = None  # time.monotonic() when the last exchange ended
+        self._started: dict[str, str | None] | None = None  # the run this try started, once answered
+        self._in_flight: CallRecord | None = None  # the call whose answer was cut off by a timeout
 
     @classmethod
     def partial(cls, **kwargs: Any):  # type: ignore[override]
-        """Map the operator (``.partial(...).expand(app_params=...)``), in the ``octorpa`` pool by default."""
-        # BaseOperator.partial only fills the defaults it knows, so the pool default is set here.
-        kwargs.setdefault("pool", DEFAULT_POOL)
+        """Map the operator (``.partial(...).expand(app_params=...)``), in the ``octorpa`` pool unless
+        the task or its ``default_args`` (the task's, its task group's, its DAG's) name a pool."""
+        # BaseOperator.partial fills only BaseOperator's defaults, and "pool" is not among them.
+        if "pool" not in kwargs and _default_args_pool(kwargs) is None:
+            kwargs["pool"] = DEFAULT_POOL
         return super().partial(**kwargs)
 
     @cached_property
@@ -87,11 +106,14 @@ class OctoRpaTriggerOperator(BaseOperator):
         return OctoRpaHook(octorpa_conn_id=self.octorpa_conn_id)
 
     def execute(self, context: Context) -> dict[str, str | None]:
+        began = time.monotonic()
         app_params = rendered_app_params(self.app_params)
         config = self.hook.config
         self._warn_outside_pool(config.pool)
+        self._warn_unsigned(config)
         call = self.hook.prepare(app_params, bot_id=self.bot_id or None)  # bad input: nothing sent
-        ledger = CallLedger.from_context(context, self.retries, self.log)
+        deadline = self._execution_deadline(config, began)  # a timeout that cannot fit: nothing sent
+        ledger = CallLedger.from_context(context, self.log)
         if (prior := ledger.prior()) is not None:
             if prior.state == STARTED and prior.result is not None:
                 self.log.info(
@@ -107,37 +129,82 @@ class OctoRpaTriggerOperator(BaseOperator):
                 "resend_on_unknown_outcome=True. The app may run twice.",
                 prior.sent_at_text,
             )
-        hold = config.hold
-        self._last_exchange_end = None
+        self._last_exchange_end = self._started = self._in_flight = None
         try:
-            result = self._send_until_accepted(call, hold, ledger, config.webhook_id)
+            result = self._send_until_accepted(call, config, ledger, deadline)
+            return self._keep_slot(result, config.hold)
+        except AirflowTaskTimeout as timeout:
+            # A BaseException: without this the slot would be freed before the hold is over.
+            return self._after_timeout(timeout, config.hold)
         except Exception:
-            self._wait_out_hold(hold)  # a refused call counts against the limits too
+            self._wait_out_hold(config.hold)  # a refused call counts against the limits too
             raise
-        hold_until = self._hold_until(hold)
-        if self.deferrable and hold_until - time.time() > _MIN_DEFERRAL_SECONDS:
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, str | None]:
+        """Resume on a worker after a deferred slot hold and end the task as worker mode does."""
+        result = (event or {}).get("result")
+        if not isinstance(result, dict) or not result.get("flow_process_no"):
+            raise OctoRpaError(
+                f"The task resumed after its slot hold with the event {event!r:.200}, which names no started "
+                "run. Its run did start: find it in the Octopus RPA console by this task's start time."
+            )
+        self.log.info("Slot hold over; Octopus RPA run flowProcessNo=%s.", result["flow_process_no"])
+        return result
+
+    def _keep_slot(self, result: dict[str, str | None], hold: float) -> dict[str, str | None]:
+        """Keep the pool slot for the rest of the hold: in the triggerer when deferrable, else here."""
+        remaining = self._hold_remaining(hold)
+        if self.deferrable and remaining > _MIN_DEFERRAL_SECONDS:
             from airflow_octorpa.triggers.octorpa import OctoRpaSlotHoldTrigger
 
-            self.log.info(
-                "Keeping the pool slot for %.1f s (deferred) to stay within %s.",
-                hold_until - time.time(),
-                config.rate_limits,
+            self.log.info("Keeping the pool slot for %.1f s (deferred) so the account's rate limits hold.", remaining)
+            # The trigger times the rest on its own clock; getting there only lengthens the hold.
+            self.defer(
+                trigger=OctoRpaSlotHoldTrigger(hold_seconds=remaining, result=result),
+                method_name="execute_complete",
             )
-            context["ti"].xcom_push(key="return_value", value=result)  # the trigger ends the task
-            self.defer(trigger=OctoRpaSlotHoldTrigger(hold_until=hold_until), method_name="execute_complete")
         self._wait_out_hold(hold)
         return result
 
-    def execute_complete(self, context: Context, event: Any = None) -> dict[str, str | None]:
-        """Resume after a deferred slot hold (only where the trigger could not end the task itself,
-        as under ``dag.test()``): the result was recorded before deferring."""
-        prior = CallLedger.from_context(context, self.retries, self.log).prior()
-        if prior is None or prior.state != STARTED or prior.result is None:
-            raise OctoRpaError(
-                "The task resumed after its slot hold but finds no started run in its record; check the "
-                "Octopus RPA console for the run this task started."
+    def _after_timeout(self, timeout: AirflowTaskTimeout, hold: float) -> dict[str, str | None]:
+        """``execution_timeout`` fired: keep the slot for the hold anyway, and end in a state that
+        says what the call did."""
+        if self._started is not None:
+            self.log.warning(
+                "execution_timeout fired after Octopus RPA run flowProcessNo=%s started; the task keeps its "
+                "pool slot for the rest of the hold and succeeds with that run, since failing would invite a "
+                "clear that starts it again.",
+                self._started["flow_process_no"],
             )
-        return prior.result
+            return self._keep_slot(self._started, hold)
+        self._wait_out_hold(hold)
+        if self._in_flight is not None:
+            raise self._unknown_outcome_error(
+                self._in_flight, "This call", cause="execution_timeout fired while it waited for the answer"
+            ) from timeout
+        raise timeout  # nothing was started: the task's retries may send the call again
+
+    def _execution_deadline(self, config: OctoRpaWebhookConfig, began: float) -> float | None:
+        """When ``execution_timeout`` ends (monotonic), once it is known to fit a call and its hold."""
+        if not self.execution_timeout:
+            return None
+        budget = self.execution_timeout.total_seconds()
+        needed = config.timeout + self._worker_hold(config.hold) + _TIMEOUT_MARGIN_SECONDS
+        if budget < needed:
+            raise OctoRpaConfigurationError(
+                f"execution_timeout={self.execution_timeout} cannot fit one Octopus RPA call (the connection's "
+                f"timeout, {config.timeout:g} s), the slot hold kept in the worker after it "
+                f"({self._worker_hold(config.hold):g} s) and {_TIMEOUT_MARGIN_SECONDS:g} s to record it; a timeout "
+                f"there would free the pool slot early or cut off a run that started. Give at least "
+                f"{math.ceil(needed)} s"
+                + ("" if self.deferrable else ", or set deferrable=True to keep the slot in the triggerer")
+                + ", or lower the connection's timeout. Nothing was sent."
+            )
+        return began + budget
+
+    def _worker_hold(self, hold: float) -> float:
+        """The longest this task keeps its slot in the worker after a call."""
+        return min(hold, _MIN_DEFERRAL_SECONDS) if self.deferrable else hold
 
     def _warn_outside_pool(self, account_pool: str) -> None:
         if self.pool != account_pool:
@@ -150,16 +217,41 @@ class OctoRpaTriggerOperator(BaseOperator):
                 account_pool,
             )
 
+    def _warn_unsigned(self, config: OctoRpaWebhookConfig) -> None:
+        if not config.secret:
+            self.log.warning(
+                "Connection %r has no signing secret, so the webhook URL alone can start this app and it is "
+                "shown unmasked in the connection's Host field. Turn on the trigger's signature check in the "
+                "Octopus RPA console and put its 签名密钥 in the connection's password.",
+                self.octorpa_conn_id,
+            )
+
     def _send_until_accepted(
-        self, call: PreparedCall, hold: float, ledger: CallLedger, webhook: str
+        self, call: PreparedCall, config: OctoRpaWebhookConfig, ledger: CallLedger, deadline: float | None
     ) -> dict[str, str | None]:
-        """Send the call; resend only what cannot have started a run (rate-limited, never sent)."""
-        from tenacity import Retrying, retry_if_exception, stop_after_attempt
+        """Send the call; resend only what cannot have started a run (rate-limited, never sent), and
+        only while the wait is reasonable and the next attempt fits in ``execution_timeout``."""
+        from tenacity import Retrying, retry_if_exception
+
+        give_up: list[str] = []
+
+        def stop(state: Any) -> bool:
+            if state.attempt_number > self.rate_limit_retries:
+                return True
+            wait = state.upcoming_sleep
+            if wait > MAX_RESEND_WAIT_SECONDS:
+                give_up.append(f"the service asks to wait {wait:.0f} s, more than {MAX_RESEND_WAIT_SECONDS:g} s")
+            elif deadline is not None and (
+                time.monotonic() + wait + config.timeout + self._worker_hold(config.hold) + _TIMEOUT_MARGIN_SECONDS
+                > deadline
+            ):
+                give_up.append(f"a resend in {wait:.0f} s would not fit in execution_timeout={self.execution_timeout}")
+            return bool(give_up)
 
         retrying = Retrying(
             retry=retry_if_exception(lambda err: isinstance(err, OctoRpaError) and err.safe_to_resend),
-            stop=stop_after_attempt(self.rate_limit_retries + 1),
-            wait=lambda state: self._seconds_before_resend(hold, state.outcome.exception()),
+            stop=stop,
+            wait=lambda state: self._seconds_before_resend(config.hold, state.outcome.exception()),
             before_sleep=lambda state: self.log.warning(
                 "Octopus RPA call not started (%s); sending it again in %.1f s (attempt %d of %d).",
                 type(state.outcome.exception()).__name__,
@@ -169,7 +261,13 @@ class OctoRpaTriggerOperator(BaseOperator):
             ),
             reraise=True,
         )
-        return retrying(self._send_once, call, ledger, webhook)
+        try:
+            return retrying(self._send_once, call, ledger, config.webhook_id)
+        except OctoRpaError as err:
+            if give_up and err.safe_to_resend:
+                retry_after = getattr(err, "retry_after", None) or 0.0
+                raise OctoRpaTryLaterError(err, give_up[0], time.time() + retry_after) from err
+            raise
 
     def _send_once(self, call: PreparedCall, ledger: CallLedger, webhook: str) -> dict[str, str | None]:
         """One request, recorded before it leaves and classified once it ends."""
@@ -183,20 +281,34 @@ class OctoRpaTriggerOperator(BaseOperator):
             ledger.unknown(record)
             if self.resend_on_unknown_outcome:  # the user chose Airflow retries to resend it
                 raise
-            raise self._unknown_outcome_error(record, "This call", cause=err) from err
+            raise self._unknown_outcome_error(record, "This call", cause=str(err)) from err
+        except BaseException:  # execution_timeout or a kill while the request was out
+            self._in_flight = record
+            ledger.unknown(record)
+            raise
         finally:
-            self._last_exchange_end = time.time()
+            self._last_exchange_end = time.monotonic()
+        self._started = result
         self.log.info(
             "Started Octopus RPA run flowProcessNo=%s (flowId=%s) with %d input variable(s).",
             result["flow_process_no"],
             result["flow_id"],
             len(call.params),
         )
-        ledger.started(record, result)
+        try:
+            ledger.started(record, result)
+        except Exception as err:  # the run started: a failed bookkeeping write must not fail the task
+            self.log.warning(
+                "Could not record that run flowProcessNo=%s started (%s: %s). The task goes on with it; a "
+                "retry of this task would fail as 'may have started' rather than trigger again.",
+                result["flow_process_no"],
+                type(err).__name__,
+                err,
+            )
         return result
 
     def _unknown_outcome_error(
-        self, record: CallRecord, who: str, cause: Exception | None = None
+        self, record: CallRecord, who: str, cause: str | None = None
     ) -> OctoRpaUnknownOutcomeError:
         what = f" ({cause})" if cause is not None else ""
         return OctoRpaUnknownOutcomeError(
@@ -207,20 +319,35 @@ class OctoRpaTriggerOperator(BaseOperator):
             "risks a second run."
         )
 
-    def _hold_until(self, hold: float) -> float:
-        return (self._last_exchange_end or 0.0) + hold
+    def _hold_remaining(self, hold: float) -> float:
+        if self._last_exchange_end is None:
+            return 0.0
+        return max(0.0, self._last_exchange_end + hold - time.monotonic())
 
     def _seconds_before_resend(self, hold: float, error: BaseException | None) -> float:
         """Wait out this slot's hold and any Retry-After the service gave, whichever is later."""
         retry_after = getattr(error, "retry_after", None) or 0.0
-        resend_at = max(self._hold_until(hold), (self._last_exchange_end or 0.0) + retry_after)
-        return max(0.0, resend_at - time.time())
+        since_exchange = time.monotonic() - (self._last_exchange_end or time.monotonic())
+        return max(self._hold_remaining(hold), retry_after - since_exchange, 0.0)
 
     def _wait_out_hold(self, hold: float) -> None:
-        if self._last_exchange_end is not None and (remaining := self._hold_until(hold) - time.time()) > 0:
+        if (remaining := self._hold_remaining(hold)) > 0:
             if remaining >= 0.1:
                 self.log.info("Keeping the pool slot for %.1f s so the account's rate limits hold.", remaining)
             time.sleep(remaining)
+
+
+def _default_args_pool(partial_kwargs: Mapping[str, Any]) -> str | None:
+    """The pool that ``default_args`` give a mapped task: its own, its task group's, its DAG's."""
+    from airflow_octorpa.version_compat import current_dag_and_group
+
+    dag, group = current_dag_and_group(partial_kwargs.get("dag"), partial_kwargs.get("task_group"))
+    layers = [
+        partial_kwargs.get("default_args"),
+        getattr(group, "default_args", None),
+        getattr(dag, "default_args", None),
+    ]
+    return next((layer["pool"] for layer in layers if isinstance(layer, Mapping) and layer.get("pool")), None)
 
 
 def rendered_app_params(value: Any) -> dict[str, Any]:

@@ -7,32 +7,41 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 
 class OctoRpaSlotHoldTrigger(BaseTrigger):
     """
-    Wait until ``hold_until`` (Unix seconds), then end the task successfully.
+    Sleep ``hold_seconds``, then hand the task's result back to it on a worker.
 
-    The task pushed its result (XCom) before deferring. Ending the task here, rather than
-    resuming it on a worker, frees the pool slot as soon as the hold is over. (The result does
-    not travel in the event: XComs that a trigger pushes reach downstream tasks JSON-encoded
-    twice in Airflow 3.3.) It only waits: it never calls the webhook, so a triggerer that
-    restarts and runs it again cannot start a second RPA run.
+    The hold is a duration timed on the triggerer's own monotonic clock, not a moment on the
+    worker's wall clock: the two machines' clocks may disagree, and a wall clock may step. A
+    triggerer that restarts runs the trigger again from its serialized arguments and so sleeps
+    the whole hold again: a restart can lengthen a hold, never shorten it.
 
-    :param hold_until: When the task may release its pool slot, as a Unix timestamp.
+    It only sleeps: it never calls the webhook, so running it twice cannot start a second run.
+    The task resumes in ``execute_complete`` and ends there as it would in worker mode (XCom,
+    listeners, mapped lengths), with ``result`` from the event.
+
+    :param hold_seconds: How much longer the task keeps its pool slot.
+    :param result: The started run (``flow_process_no``, ``flow_id``, ``enterprise_id``).
     """
 
-    def __init__(self, hold_until: float) -> None:
+    def __init__(self, hold_seconds: float, result: dict[str, Any]) -> None:
         super().__init__()
-        self.hold_until = hold_until
+        self.hold_seconds = float(hold_seconds)
+        self.result = result
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (f"{type(self).__module__}.{type(self).__qualname__}", {"hold_until": self.hold_until})
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {"hold_seconds": self.hold_seconds, "result": self.result},
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         # Sleep to the moment itself (not in whole-second steps): every late second is a second
-        # the slot stays idle.
-        while (remaining := self.hold_until - time.time()) > 0:
+        # the slot stays idle. asyncio's loop sleeps on the monotonic clock.
+        deadline = time.monotonic() + self.hold_seconds
+        while (remaining := deadline - time.monotonic()) > 0:
             await asyncio.sleep(remaining)
-        yield TaskSuccessEvent()
+        yield TriggerEvent({"status": "held", "result": self.result})

@@ -1,12 +1,21 @@
-"""One trigger whose slot hold (20 s) leaves time to kill its worker after the run started."""
+"""One trigger whose slot hold (20 s) leaves time to kill its worker after the run started.
+
+Its ``retries`` are read from ``$AIRFLOW_HOME/octorpa_crash_retries`` when the file exists, as a
+DAG might read them from a Variable: the test changes them between the tries, so the worker's
+``retries`` differ from what the scheduler set ``max_tries`` from.
+"""
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from airflow.sdk import DAG
 
 from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
+
+_RETRIES_FILE = Path(os.environ.get("AIRFLOW_HOME", "."), "octorpa_crash_retries")
 
 with DAG(dag_id="octorpa_crash", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
     OctoRpaTriggerOperator(
@@ -14,6 +23,6 @@ with DAG(dag_id="octorpa_crash", schedule=None, start_date=datetime(2026, 1, 1),
         octorpa_conn_id="octorpa_slow",
         app_params={"订单号": "{{ run_id }}"},
         deferrable=False,
-        retries=1,
+        retries=int(_RETRIES_FILE.read_text()) if _RETRIES_FILE.exists() else 1,
         retry_delay=timedelta(seconds=1),
     )

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from logging import Logger
 
+    from airflow.sdk.types import Logger as TaskLogger
+
 RECORD_KEY = "octorpa_call"
 
 SENDING, STARTED, UNKNOWN = "sending", "started", "unknown"
@@ -52,7 +54,7 @@ class CallLedger:
     says so once; the operator then fails rather than resends whatever may have started a run.
     """
 
-    def __init__(self, store: Any | None, generation: int, log: Logger) -> None:
+    def __init__(self, store: Any | None, generation: int, log: Logger | TaskLogger) -> None:
         self._store = store
         self._generation = generation
         self._log = log
@@ -64,7 +66,7 @@ class CallLedger:
             )
 
     @classmethod
-    def from_context(cls, context: Any, log: Logger) -> CallLedger:
+    def from_context(cls, context: Any, log: Logger | TaskLogger) -> CallLedger:
         max_tries = getattr(context.get("ti"), "max_tries", None)
         return cls(context.get("task_state_store"), max_tries if isinstance(max_tries, int) else 0, log)
 

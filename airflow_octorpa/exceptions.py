@@ -37,6 +37,10 @@ _ADVICE_REDIRECT = (
     "The URL answered with a redirect, which this provider does not follow with a signed call. Put "
     "the webhook URL exactly as the Octopus RPA console shows it in the connection's Host field."
 )
+_ADVICE_SERVER_ERROR = (
+    "The service or a gateway in front of it failed, possibly after the app started: the app MAY "
+    "HAVE STARTED. Check the Octopus RPA console for the run before triggering again."
+)
 _ADVICE_DEFAULT = (
     "Check in the Octopus RPA console that the webhook trigger exists and is enabled (启动触发器), "
     "that its robot is online, and that the parameter names match the app's input variables."
@@ -146,6 +150,8 @@ class OctoRpaWebhookError(OctoRpaError):
             return _ADVICE_NO_ANSWER
         if 300 <= self.status < 400:
             return _ADVICE_REDIRECT
+        if self.status >= 500:
+            return _ADVICE_SERVER_ERROR
         return _ADVICE_BY_CODE.get(self.code or "", _ADVICE_DEFAULT)
 
     def _message(self) -> str:

@@ -6,6 +6,8 @@ from typing import Any
 
 from airflow_octorpa import __version__
 
+DOCUMENTATION_URL = "https://pypi.org/project/airflow-provider-octorpa/#description"
+
 
 def get_provider_info() -> dict[str, Any]:
     """Describe the package, its hook and its connection type (with the connection form's fields)."""
@@ -13,6 +15,9 @@ def get_provider_info() -> dict[str, Any]:
         "package-name": "airflow-provider-octorpa",
         "name": "八爪鱼RPA (Octopus RPA)",
         "description": "Start 八爪鱼RPA (Octopus RPA) apps on robots through signed webhook triggers.",
+        # Airflow links a provider without one to Apache's documentation site, which has no page
+        # for this provider; the package's PyPI page shows its README.
+        "documentation-url": DOCUMENTATION_URL,
         "versions": [__version__],
         "integrations": [
             {

@@ -35,3 +35,14 @@ def hold_seconds(rate_limits: str, slots: int) -> float:
             )
         holds.append(item.get_expiry() / calls_per_slot)
     return max(holds)
+
+
+def pool_file(name: str = DEFAULT_POOL, size: int = DEFAULT_POOL_SIZE, rate_limits: str = DEFAULT_RATE_LIMITS) -> dict:
+    """The pool as ``airflow pools import`` reads it; it must count deferred tasks (deferred holds)."""
+    return {
+        name: {
+            "slots": size,
+            "description": f"Octopus RPA webhook calls: one shared budget of {rate_limits} per account",
+            "include_deferred": True,
+        }
+    }

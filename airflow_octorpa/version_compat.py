@@ -14,8 +14,8 @@ def current_dag_and_group(dag: Any = None, group: Any = None) -> tuple[Any, Any]
     try:
         from airflow.sdk.definitions._internal.contextmanager import DagContext, TaskGroupContext
     except ImportError:  # Airflow 2
-        from airflow.models.dag import DagContext
-        from airflow.utils.task_group import TaskGroupContext
+        from airflow.models.dag import DagContext  # type: ignore[no-redef]
+        from airflow.utils.task_group import TaskGroupContext  # type: ignore[no-redef]
     dag = dag or DagContext.get_current()
     if group is None and dag is not None:
         group = TaskGroupContext.get_current(dag)

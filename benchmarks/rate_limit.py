@@ -34,6 +34,8 @@ from airflow_cluster import AirflowCluster  # noqa: E402
 from fault_load import run_fault_load  # noqa: E402
 
 from airflow_octorpa.emulator import OctoRpaEmulator, default_config, expected_sign  # noqa: E402
+from airflow_octorpa.rate_limit import DEFAULT_POOL_SIZE as POOL_SIZE  # noqa: E402
+from airflow_octorpa.rate_limit import hold_seconds  # noqa: E402
 
 VENDOR_LIMITS = "5/second;20/minute"
 SCALED_LIMITS = "5/second;20/12 seconds"  # a minute scaled to 12 s, for the 200-trigger load test
@@ -78,7 +80,8 @@ def rate_limit_line(n: int, mode: str) -> str:
             state = cluster.wait_for_run(dag_id, "bench", timeout=60 + 20 * n)
         calls = emulator.state.snapshot("calls")
         runs = emulator.state.snapshot("runs")
-    arrivals = sorted(c["received_at"] for c in calls)
+        arrivals = sorted(c["received_at"] for c in calls)
+        breakdown = round_breakdown(Path(home), dag_id, arrivals)
     took = arrivals[-1] - arrivals[0]
     ideal = ideal_seconds(n, VENDOR_LIMITS)
     orders = [r["params"]["订单号"] for r in runs]
@@ -86,8 +89,70 @@ def rate_limit_line(n: int, mode: str) -> str:
     duplicates = len(orders) - len(set(orders))
     return (
         f"rate-limit: N={n} delivered={len(set(orders))} refused={refused} duplicates={duplicates} "
-        f"took={took:.1f}s ideal={ideal:.1f}s ratio={ideal / took:.3f} mode={mode} run={state}"
+        f"took={took:.1f}s ideal={ideal:.1f}s ratio={ideal / took:.3f} mode={mode} run={state}\n"
+        f"  per round of {POOL_SIZE} calls, {breakdown}"
     )
+
+
+# What a task's log says at each step, for the breakdown of a round.
+_MARKS = {
+    "call": "Started Octopus RPA run",
+    "deferred": "Pausing task as DEFERRED",
+    "trigger_started": ") starting",
+    "trigger_fired": "Trigger fired event",
+    "resumed": "Slot hold over",
+}
+
+
+def round_breakdown(home: Path, dag_id: str, arrivals: list[float]) -> str:
+    """Where a round's time goes beyond the hold, as medians over the burst's tasks (seconds).
+
+    - ``over``: from a round's first call to the next round's first call, less the hold.
+    - ``hand-off``: the task deferred, until the triggerer started its trigger (the hold is timed
+      from there, on the triggerer's clock).
+    - ``event``: the trigger fired, until the task resumed on a worker (triggerer reporting,
+      scheduler loop, queueing, task process start, DAG parse).
+    - ``resume``: execute_complete to the task's end (XCom push, success).
+    - ``start``: the rest of ``over``: the next task's scheduling, process start, DAG parse,
+      connection look-up and call (what worker mode pays alone).
+    """
+    hold = hold_seconds(VENDOR_LIMITS, POOL_SIZE)
+    firsts = arrivals[::POOL_SIZE]
+    over = statistics.median(b - a - hold for a, b in zip(firsts, firsts[1:], strict=False)) if len(firsts) > 1 else 0.0
+    marks: dict[str, list[float]] = {name: [] for name in ("hand-off", "event", "resume")}
+    folder = home / "logs" / f"dag_id={dag_id}" / "run_id=bench" / "task_id=trigger"
+    for task in folder.glob("map_index=*"):
+        times = _mark_times(task)
+        if {"deferred", "trigger_started", "trigger_fired", "resumed", "end"} <= set(times):
+            marks["hand-off"].append(times["trigger_started"] - times["deferred"])
+            marks["event"].append(times["resumed"] - times["trigger_fired"])
+            marks["resume"].append(times["end"] - times["resumed"])
+    parts = {name: statistics.median(values) for name, values in marks.items() if values}
+    start = over - sum(parts.values())
+    shown = " ".join(f"{name}={value:.2f}s" for name, value in parts.items())
+    return f"over the hold {over:.2f}s: {shown}{' ' if shown else ''}start={start:.2f}s"
+
+
+def _mark_times(task_folder: Path) -> dict[str, float]:
+    """The first time each mark appears in a task's logs (its attempt and its trigger's), and the
+    time of its last line (``end``)."""
+    from datetime import datetime
+
+    times: dict[str, float] = {}
+    for log in sorted(task_folder.glob("attempt=1.log*")):
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+                at = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
+            except (ValueError, KeyError, TypeError):
+                continue
+            event = str(entry.get("event", ""))
+            for name, text in _MARKS.items():
+                if text in event:
+                    times.setdefault(name, at)
+            if log.name == "attempt=1.log":
+                times["end"] = max(times.get("end", at), at)
+    return times
 
 
 def faults_line(n: int = 200) -> str:

@@ -440,7 +440,8 @@ class OctoRpaEmulator:
 
     @property
     def url(self) -> str:
-        return f"http://{self._server.server_address[0]}:{self.port}"
+        host = self._server.server_address[0]
+        return f"http://{host if isinstance(host, str) else host.decode()}:{self.port}"
 
     def webhook_url(self, webhook_id: str) -> str:
         return f"{self.url}/api/v1/bots/webhooks/{webhook_id}/invoke"

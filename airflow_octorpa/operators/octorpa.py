@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowTaskTimeout, BaseOperator, conf
 
+from airflow_octorpa import metrics
 from airflow_octorpa.call_record import STARTED, CallLedger, CallRecord
 from airflow_octorpa.exceptions import (
     CallOutcome,
@@ -88,9 +89,10 @@ class OctoRpaTriggerOperator(BaseOperator):
         self._last_exchange_end: float | None = None  # time.monotonic() when the last exchange ended
         self._started: dict[str, str | None] | None = None  # the run this try started, once answered
         self._in_flight: CallRecord | None = None  # the call whose answer was cut off by a timeout
+        self._result: dict[str, Any] | None = None  # what the task returns, for OpenLineage
 
     @classmethod
-    def partial(cls, **kwargs: Any):  # type: ignore[override]
+    def partial(cls, **kwargs: Any) -> Any:
         """Map the operator (``.partial(...).expand(app_params=...)``), in the ``octorpa`` pool unless
         the task or its ``default_args`` (the task's, its task group's, its DAG's) name a pool."""
         # BaseOperator.partial fills only BaseOperator's defaults, and "pool" is not among them.
@@ -121,7 +123,7 @@ class OctoRpaTriggerOperator(BaseOperator):
                     prior.result.get("flow_process_no"),
                     prior.sent_at_text,
                 )
-                return prior.result
+                return self._finished(prior.result)
             if not self.resend_on_unknown_outcome:
                 raise self._unknown_outcome_error(prior, "An earlier try of this task")
             self.log.warning(
@@ -149,12 +151,26 @@ class OctoRpaTriggerOperator(BaseOperator):
                 "run. Its run did start: find it in the Octopus RPA console by this task's start time."
             )
         self.log.info("Slot hold over; Octopus RPA run flowProcessNo=%s.", result["flow_process_no"])
+        return self._finished(result)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """An ``octorpa`` run facet naming the webhook, the robot and the started run (OpenLineage)."""
+        if self._result is None:
+            return None
+        from airflow_octorpa.openlineage import operator_lineage
+
+        config = self.hook.config
+        return operator_lineage(config.webhook_id, self.bot_id or config.bot_id, self._result)
+
+    def _finished(self, result: dict[str, Any]) -> dict[str, Any]:
+        self._result = result
         return result
 
     def _keep_slot(self, result: dict[str, str | None], hold: float) -> dict[str, str | None]:
         """Keep the pool slot for the rest of the hold: in the triggerer when deferrable, else here."""
         remaining = self._hold_remaining(hold)
         if self.deferrable and remaining > _MIN_DEFERRAL_SECONDS:
+            metrics.slot_hold(remaining, self.octorpa_conn_id)
             from airflow_octorpa.triggers.octorpa import OctoRpaSlotHoldTrigger
 
             self.log.info("Keeping the pool slot for %.1f s (deferred) so the account's rate limits hold.", remaining)
@@ -164,7 +180,7 @@ class OctoRpaTriggerOperator(BaseOperator):
                 method_name="execute_complete",
             )
         self._wait_out_hold(hold)
-        return result
+        return self._finished(result)
 
     def _after_timeout(self, timeout: AirflowTaskTimeout, hold: float) -> dict[str, str | None]:
         """``execution_timeout`` fired: keep the slot for the hold anyway, and end in a state that
@@ -251,14 +267,8 @@ class OctoRpaTriggerOperator(BaseOperator):
         retrying = Retrying(
             retry=retry_if_exception(lambda err: isinstance(err, OctoRpaError) and err.safe_to_resend),
             stop=stop,
-            wait=lambda state: self._seconds_before_resend(config.hold, state.outcome.exception()),
-            before_sleep=lambda state: self.log.warning(
-                "Octopus RPA call not started (%s); sending it again in %.1f s (attempt %d of %d).",
-                type(state.outcome.exception()).__name__,
-                state.upcoming_sleep,
-                state.attempt_number + 1,
-                self.rate_limit_retries + 1,
-            ),
+            wait=lambda state: self._seconds_before_resend(config.hold, _failure(state)),
+            before_sleep=self._log_resend,
             reraise=True,
         )
         try:
@@ -269,6 +279,17 @@ class OctoRpaTriggerOperator(BaseOperator):
                 raise OctoRpaTryLaterError(err, give_up[0], time.time() + retry_after) from err
             raise
 
+    def _log_resend(self, state: Any) -> None:
+        metrics.count(metrics.RESENT, self.octorpa_conn_id)
+        metrics.slot_hold(state.upcoming_sleep, self.octorpa_conn_id)  # the refused call's slot is kept too
+        self.log.warning(
+            "Octopus RPA call not started (%s); sending it again in %.1f s (attempt %d of %d).",
+            type(_failure(state)).__name__,
+            state.upcoming_sleep,
+            state.attempt_number + 1,
+            self.rate_limit_retries + 1,
+        )
+
     def _send_once(self, call: PreparedCall, ledger: CallLedger, webhook: str) -> dict[str, str | None]:
         """One request, recorded before it leaves and classified once it ends."""
         record = ledger.sending(webhook, call.bot_id)
@@ -276,19 +297,24 @@ class OctoRpaTriggerOperator(BaseOperator):
             result = self.hook.send(call).to_dict()
         except OctoRpaError as err:
             if err.outcome is CallOutcome.NOT_STARTED:
+                if getattr(err, "is_rate_limited", False):
+                    metrics.count(metrics.RATE_LIMITED, self.octorpa_conn_id)
                 ledger.not_started()
                 raise
+            metrics.count(metrics.UNKNOWN_OUTCOME, self.octorpa_conn_id)
             ledger.unknown(record)
             if self.resend_on_unknown_outcome:  # the user chose Airflow retries to resend it
                 raise
             raise self._unknown_outcome_error(record, "This call", cause=str(err)) from err
         except BaseException:  # execution_timeout or a kill while the request was out
             self._in_flight = record
+            metrics.count(metrics.UNKNOWN_OUTCOME, self.octorpa_conn_id)
             ledger.unknown(record)
             raise
         finally:
             self._last_exchange_end = time.monotonic()
         self._started = result
+        metrics.count(metrics.STARTED, self.octorpa_conn_id)
         self.log.info(
             "Started Octopus RPA run flowProcessNo=%s (flowId=%s) with %d input variable(s).",
             result["flow_process_no"],
@@ -331,10 +357,17 @@ class OctoRpaTriggerOperator(BaseOperator):
         return max(self._hold_remaining(hold), retry_after - since_exchange, 0.0)
 
     def _wait_out_hold(self, hold: float) -> None:
+        if self._last_exchange_end is not None:
+            metrics.slot_hold(self._hold_remaining(hold), self.octorpa_conn_id)
         if (remaining := self._hold_remaining(hold)) > 0:
             if remaining >= 0.1:
                 self.log.info("Keeping the pool slot for %.1f s so the account's rate limits hold.", remaining)
             time.sleep(remaining)
+
+
+def _failure(state: Any) -> BaseException | None:
+    """The exception of a tenacity attempt, if it failed."""
+    return state.outcome.exception() if state.outcome is not None else None
 
 
 def _default_args_pool(partial_kwargs: Mapping[str, Any]) -> str | None:

@@ -1,0 +1,350 @@
+"""``octorpa``: the work users do outside a DAG: trigger a run, check a setup, sign, emulate.
+
+Exit codes: 0 done; 1 a check failed or the call started nothing; 2 bad usage or settings
+(nothing sent); 3 refused here to keep the connection's rate limits (nothing sent); 4 the call
+may have started a run (its answer was lost). No command prints the secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RATE_LIMITED, EXIT_UNKNOWN_OUTCOME = 0, 1, 2, 3, 4
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["emulator"]:  # its own options, --help included, belong to the emulator
+        from airflow_octorpa.emulator.__main__ import main as emulator_main
+
+        return int(emulator_main(argv[1:]) or 0)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    return int(args.run(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="octorpa",
+        description="八爪鱼RPA (Octopus RPA) webhook tools for Airflow users.",
+        epilog="Exit codes: 0 done, 1 failed (nothing started), 2 bad usage or settings, "
+        "3 refused to keep the rate limits, 4 the app may have started.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    trigger = commands.add_parser(
+        "trigger",
+        help="start a run through the connection's webhook",
+        description="Start the connection's RPA app once, with the same checks and outcome rules as "
+        "the operator, and print the run's flowProcessNo. Refuses to call faster than the "
+        "connection's rate_limits allow (counting this machine's earlier octorpa trigger calls).",
+    )
+    trigger.add_argument(
+        "--conn-id", default="octorpa_default", help="the Airflow connection (default octorpa_default)"
+    )
+    trigger.add_argument("--bot-id", help="the robot to run on (default: the connection's)")
+    trigger.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=TEXT|NAME:=JSON",
+        help="one input variable: 变量1=AAA sends a string, 变量3:=10 sends JSON (a number here); repeatable",
+    )
+    trigger.add_argument("--params-json", help="all input variables as a JSON object, or @FILE to read one")
+    trigger.set_defaults(run=_trigger)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check a setup without starting a run",
+        description="Check everything that can be checked without starting a run: the connection, the "
+        "webhook's host, the pool, the provider's registration. One line per check; exit 1 on a failure.",
+    )
+    doctor.add_argument("--conn-id", default="octorpa_default", help="the Airflow connection (default octorpa_default)")
+    doctor.set_defaults(run=_doctor)
+
+    sign = commands.add_parser(
+        "sign",
+        help="print the signature for a timestamp",
+        description="Print the vendor's signature for a timestamp, to compare with another client's. The "
+        "secret is read from standard input (one line), or from --conn-id.",
+    )
+    sign.add_argument("--timestamp", help="Unix seconds (default: now, printed to standard error)")
+    sign.add_argument("--conn-id", help="take the secret from this connection instead of standard input")
+    sign.set_defaults(run=_sign)
+
+    # Listed for --help only: main() hands "octorpa emulator ..." to the emulator's own parser.
+    commands.add_parser("emulator", help="run the local webhook emulator (octorpa emulator --help)")
+
+    pool = commands.add_parser(
+        "pool",
+        help="print the pool as JSON for 'airflow pools import'",
+        description="Print the pool a connection's calls run in, sized from its pool_size, as the JSON "
+        "that 'airflow pools import' reads.",
+    )
+    pool.add_argument("--conn-id", help="size and name the pool from this connection (default: 'octorpa', 5)")
+    pool.set_defaults(run=_pool)
+    return parser
+
+
+# -- trigger -------------------------------------------------------------------------------------
+
+
+def _trigger(args: argparse.Namespace) -> int:
+    from airflow_octorpa.exceptions import CallOutcome, OctoRpaConfigurationError, OctoRpaError
+    from airflow_octorpa.hooks.octorpa import OctoRpaHook
+
+    try:
+        params = _params(args.param, args.params_json)
+        hook = OctoRpaHook(args.conn_id)
+        call = hook.prepare(params, bot_id=args.bot_id)
+    except (OctoRpaConfigurationError, ValueError) as err:
+        return _fail(EXIT_USAGE, f"Nothing sent: {err}")
+    calls = CallLog.for_connection(args.conn_id)
+    if (wait := calls.wait_before_next(hook.config.rate_limits)) > 0:
+        return _fail(
+            EXIT_RATE_LIMITED,
+            f"Nothing sent: another call now would exceed the connection's rate limits "
+            f"({hook.config.rate_limits}); try again in {wait:.1f} s.",
+        )
+    calls.record()  # before sending: a call that may have started counts against the limits
+    try:
+        result = hook.send(call)
+    except OctoRpaError as err:
+        code = EXIT_UNKNOWN_OUTCOME if err.outcome is CallOutcome.UNKNOWN else EXIT_FAILED
+        return _fail(code, str(err))
+    print(json.dumps(result.to_dict(), ensure_ascii=False))
+    return EXIT_OK
+
+
+def _params(pairs: Sequence[str], params_json: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if params_json:
+        text = Path(params_json[1:]).read_text(encoding="utf-8") if params_json.startswith("@") else params_json
+        loaded = json.loads(text)
+        if not isinstance(loaded, dict):
+            raise ValueError(f"--params-json must be a JSON object, got {type(loaded).__name__}")
+        params.update(loaded)
+    for pair in pairs:
+        name, typed, value = _split_param(pair)
+        params[name] = json.loads(value) if typed else value
+    return params
+
+
+def _split_param(pair: str) -> tuple[str, bool, str]:
+    """``NAME:=JSON`` or ``NAME=TEXT``, whichever separator comes first."""
+    typed_at, text_at = pair.find(":="), pair.find("=")
+    if typed_at > 0 and text_at == typed_at + 1:
+        return pair[:typed_at], True, pair[typed_at + 2 :]
+    if text_at > 0:
+        return pair[:text_at], False, pair[text_at + 1 :]
+    raise ValueError(f"-p {pair!r}: write NAME=TEXT for a string or NAME:=JSON for a number, list or object")
+
+
+class CallLog:
+    """The times of this machine's recent ``octorpa trigger`` calls for one connection, in a small
+    JSON file, so that separate invocations keep the connection's rate limits together."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def for_connection(cls, conn_id: str) -> CallLog:
+        import os
+
+        base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+        return cls(base / "octorpa" / f"calls-{conn_id}.json")
+
+    def times(self) -> list[float]:
+        try:
+            return [float(t) for t in json.loads(self.path.read_text())]
+        except (OSError, ValueError, TypeError):
+            return []
+
+    def wait_before_next(self, rate_limits: str, now: float | None = None) -> float:
+        """Seconds until one more call fits every moving window of ``rate_limits``."""
+        from limits import parse_many
+
+        now = time.time() if now is None else now
+        times = sorted(self.times())
+        wait = 0.0
+        for item in parse_many(rate_limits):
+            window = [t for t in times if t > now - item.get_expiry()]
+            if len(window) >= item.amount:
+                wait = max(wait, window[len(window) - item.amount] + item.get_expiry() - now)
+        return wait
+
+    def record(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        recent = [t for t in self.times() if t > now - 3600] + [now]  # no limit spans more than an hour
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(recent))
+
+
+# -- doctor --------------------------------------------------------------------------------------
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from airflow_octorpa.exceptions import OctoRpaConfigurationError
+    from airflow_octorpa.hooks.octorpa import OctoRpaHook
+
+    hook = OctoRpaHook(args.conn_id)
+    checks: list[tuple[str, Callable[[], str]]] = [("provider", _check_provider)]
+    try:
+        config = hook.config
+    except OctoRpaConfigurationError as err:
+        results = [("connection", False, str(err))] + [(name, *_run_check(check)) for name, check in checks]
+        return _report(results)
+    checks = [
+        ("connection", lambda: f"{args.conn_id!r} parses: {config.url} (hold {config.hold:g} s per call)"),
+        ("signing", lambda: _check_signing(config.secret)),
+        ("webhook host", lambda: _check_host(hook)),
+        ("pool", lambda: _check_pool(config.pool, config.pool_size)),
+        *checks,
+    ]
+    return _report([(name, *_run_check(check)) for name, check in checks])
+
+
+class _CheckFailed(Exception):
+    pass
+
+
+def _run_check(check: Callable[[], str]) -> tuple[bool, str]:
+    try:
+        return True, check()
+    except _CheckFailed as failed:
+        return False, str(failed)
+
+
+def _report(results: list[tuple[str, bool, str]]) -> int:
+    for name, ok, text in results:
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {text}")
+    return EXIT_OK if all(ok for _, ok, _ in results) else EXIT_FAILED
+
+
+def _check_signing(secret: str) -> str:
+    if not secret:
+        return (
+            "no signing secret: the URL alone starts the app (allowed, not advised). Turn on the trigger's "
+            "signature check and put its 签名密钥 in the connection's password."
+        )
+    return "a signing secret is set (not shown)"
+
+
+def _check_host(hook: Any) -> str:
+    ok, message = hook.test_connection()
+    if not ok:
+        raise _CheckFailed(message)
+    return message
+
+
+def _check_pool(name: str, size: int) -> str:
+    fix = f"Fix: airflow pools set {name} {size} 'Octopus RPA webhook calls' --include-deferred"
+    try:
+        from airflow.models.pool import Pool
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            pool = session.query(Pool).filter(Pool.pool == name).one_or_none()
+            found = None if pool is None else (pool.slots, bool(pool.include_deferred))
+    except Exception as err:  # no metadata database here: say so, with the fix
+        raise _CheckFailed(
+            f"cannot read Airflow's pools ({type(err).__name__}: {err}). Run where Airflow's CLI runs."
+        ) from None
+    if found is None:
+        raise _CheckFailed(f"the pool {name!r} does not exist, so trigger tasks are never scheduled. {fix}")
+    slots, include_deferred = found
+    if slots != size:
+        raise _CheckFailed(
+            f"the pool {name!r} has {slots} slots but the connection's pool_size is {size}: the hold is computed "
+            f"for {size}. Make them equal: {fix}, or set pool_size to {slots}."
+        )
+    if not include_deferred:
+        raise _CheckFailed(f"the pool {name!r} does not count deferred tasks, so deferred holds free their slot. {fix}")
+    return f"{name!r} has {slots} slots and counts deferred tasks"
+
+
+def _check_provider() -> str:
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    if "airflow-provider-octorpa" not in manager.providers:
+        raise _CheckFailed("Airflow does not list airflow-provider-octorpa. Fix: pip install it where Airflow runs.")
+    if "octorpa" not in _registered_hooks(manager):
+        raise _CheckFailed("the connection type 'octorpa' is not registered. Fix: reinstall airflow-provider-octorpa.")
+    return f"airflow-provider-octorpa {manager.providers['airflow-provider-octorpa'].version} is registered"
+
+
+def _registered_hooks(manager: Any) -> Any:
+    try:  # Airflow 3.2+: hooks are the Task SDK's business
+        from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+    except ImportError:
+        return manager.hooks
+    return ProvidersManagerTaskRuntime().hooks
+
+
+# -- sign, emulator, pool ------------------------------------------------------------------------
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from airflow_octorpa.hooks.octorpa import sign
+
+    if args.conn_id:
+        from airflow_octorpa.exceptions import OctoRpaConfigurationError
+        from airflow_octorpa.hooks.octorpa import OctoRpaHook
+
+        try:
+            secret = OctoRpaHook(args.conn_id).config.secret
+        except OctoRpaConfigurationError as err:
+            return _fail(EXIT_USAGE, str(err))
+    else:
+        if sys.stdin.isatty():
+            print("Signing secret (not echoed, end with Enter):", file=sys.stderr)
+        secret = sys.stdin.readline().rstrip("\r\n")
+    if not secret:
+        return _fail(
+            EXIT_USAGE, "No secret: give it on standard input or with --conn-id. Without one, 'sign' is sent empty."
+        )
+    timestamp = args.timestamp
+    if timestamp is None:
+        timestamp = str(int(time.time()))
+        print(f"timestamp {timestamp}", file=sys.stderr)
+    elif not timestamp.isdigit():
+        return _fail(EXIT_USAGE, f"--timestamp {timestamp!r}: give Unix seconds, such as 1700000000.")
+    print(sign(timestamp, secret))
+    return EXIT_OK
+
+
+def _pool(args: argparse.Namespace) -> int:
+    from airflow_octorpa.rate_limit import DEFAULT_POOL, DEFAULT_POOL_SIZE, DEFAULT_RATE_LIMITS, pool_file
+
+    name, size, limits = DEFAULT_POOL, DEFAULT_POOL_SIZE, DEFAULT_RATE_LIMITS
+    if args.conn_id:
+        from airflow_octorpa.exceptions import OctoRpaConfigurationError
+        from airflow_octorpa.hooks.octorpa import OctoRpaHook
+
+        try:
+            config = OctoRpaHook(args.conn_id).config
+        except OctoRpaConfigurationError as err:
+            return _fail(EXIT_USAGE, str(err))
+        name, size, limits = config.pool, config.pool_size, config.rate_limits
+    print(json.dumps(pool_file(name, size, limits), ensure_ascii=False, indent=2))
+    return EXIT_OK
+
+
+def _fail(code: int, message: str) -> int:
+    print(message, file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,19 +19,23 @@ Machines here are shared and noisy: compare ratios, not seconds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests_distributed"))
 
 from airflow_cluster import AirflowCluster  # noqa: E402
 from fault_load import run_fault_load  # noqa: E402
+from limits_check import ideal_seconds  # noqa: E402
 
 from airflow_octorpa.emulator import OctoRpaEmulator, default_config, expected_sign  # noqa: E402
 from airflow_octorpa.rate_limit import DEFAULT_POOL_SIZE as POOL_SIZE  # noqa: E402
@@ -42,46 +46,28 @@ SCALED_LIMITS = "5/second;20/12 seconds"  # a minute scaled to 12 s, for the 200
 WEBHOOK, SECRET = "order-processing", "demo-order-secret"
 
 
-def ideal_seconds(n: int, limits: str) -> float:
-    """The earliest the n-th call can be sent when every call goes out as soon as the windows allow."""
-    from limits import parse_many
-
-    items = [(item.amount, item.get_expiry()) for item in parse_many(limits)]
-    sent: list[float] = []
-    for i in range(n):
-        earliest = sent[-1] if sent else 0.0
-        for amount, period in items:
-            if i >= amount:
-                earliest = max(earliest, sent[i - amount] + period)
-        sent.append(earliest)
-    return sent[-1] - sent[0]
-
-
-def rate_limit_line(n: int, mode: str) -> str:
+def rate_limit_line(n: int, mode: str, executor: str = "local") -> str:
     config = default_config()
     config.rate_limits = VENDOR_LIMITS
     with OctoRpaEmulator(config) as emulator, tempfile.TemporaryDirectory(prefix="octorpa-bench-") as home:
-        cluster = AirflowCluster(Path(home), REPO / "tests" / "dags")
-        cluster.prepare(
-            {
-                "octorpa_default": {
-                    "conn_type": "octorpa",
-                    "host": emulator.webhook_url(WEBHOOK),
-                    "password": SECRET,
-                    "extra": {"rate_limits": VENDOR_LIMITS},
-                }
+        connections = {
+            "octorpa_default": {
+                "conn_type": "octorpa",
+                "host": emulator.webhook_url(WEBHOOK),
+                "password": SECRET,
+                "extra": {"rate_limits": VENDOR_LIMITS},
             }
-        )
+        }
         dag_id = f"octorpa_burst_{mode}"
-        with cluster:
-            cluster.start()
-            cluster.wait_for_dags(dag_id)
+        with _deployment(executor, Path(home), connections) as cluster:
+            cluster.wait_for_dags(dag_id, timeout=300)
             cluster.trigger(dag_id, "bench", {"n": n, "tag": mode})
             state = cluster.wait_for_run(dag_id, "bench", timeout=60 + 20 * n)
+            logs = cluster.home
         calls = emulator.state.snapshot("calls")
         runs = emulator.state.snapshot("runs")
         arrivals = sorted(c["received_at"] for c in calls)
-        breakdown = round_breakdown(Path(home), dag_id, arrivals)
+        breakdown = round_breakdown(logs, dag_id, arrivals)
     took = arrivals[-1] - arrivals[0]
     ideal = ideal_seconds(n, VENDOR_LIMITS)
     orders = [r["params"]["订单号"] for r in runs]
@@ -89,9 +75,25 @@ def rate_limit_line(n: int, mode: str) -> str:
     duplicates = len(orders) - len(set(orders))
     return (
         f"rate-limit: N={n} delivered={len(set(orders))} refused={refused} duplicates={duplicates} "
-        f"took={took:.1f}s ideal={ideal:.1f}s ratio={ideal / took:.3f} mode={mode} run={state}\n"
+        f"took={took:.1f}s ideal={ideal:.1f}s ratio={ideal / took:.3f} mode={mode} executor={executor} run={state}\n"
         f"  per round of {POOL_SIZE} calls, {breakdown}"
     )
+
+
+@contextlib.contextmanager
+def _deployment(executor: str, home: Path, connections: dict) -> Iterator[AirflowCluster]:
+    """LocalExecutor and SQLite, or the CeleryExecutor on PostgreSQL and Redis (tests_distributed)."""
+    if executor == "celery":
+        from celery_deployment import celery_deployment
+
+        with celery_deployment(home, REPO / "tests" / "dags", connections) as cluster:
+            yield cluster
+        return
+    cluster = AirflowCluster(home, REPO / "tests" / "dags")
+    cluster.prepare(connections)
+    with cluster:
+        cluster.start()
+        yield cluster
 
 
 # What a task's log says at each step, for the breakdown of a round.
@@ -105,7 +107,7 @@ _MARKS = {
 
 
 def round_breakdown(home: Path, dag_id: str, arrivals: list[float]) -> str:
-    """Where a round's time goes beyond the hold, as medians over the burst's tasks (seconds).
+    """Where a round's time goes beyond the hold, as means over the rounds and tasks (seconds).
 
     - ``over``: from a round's first call to the next round's first call, less the hold.
     - ``hand-off``: the task deferred, until the triggerer started its trigger (the hold is timed
@@ -118,7 +120,7 @@ def round_breakdown(home: Path, dag_id: str, arrivals: list[float]) -> str:
     """
     hold = hold_seconds(VENDOR_LIMITS, POOL_SIZE)
     firsts = arrivals[::POOL_SIZE]
-    over = statistics.median(b - a - hold for a, b in zip(firsts, firsts[1:], strict=False)) if len(firsts) > 1 else 0.0
+    over = statistics.fmean(b - a - hold for a, b in zip(firsts, firsts[1:], strict=False)) if len(firsts) > 1 else 0.0
     marks: dict[str, list[float]] = {name: [] for name in ("hand-off", "event", "resume")}
     folder = home / "logs" / f"dag_id={dag_id}" / "run_id=bench" / "task_id=trigger"
     for task in folder.glob("map_index=*"):
@@ -127,7 +129,7 @@ def round_breakdown(home: Path, dag_id: str, arrivals: list[float]) -> str:
             marks["hand-off"].append(times["trigger_started"] - times["deferred"])
             marks["event"].append(times["resumed"] - times["trigger_fired"])
             marks["resume"].append(times["end"] - times["resumed"])
-    parts = {name: statistics.median(values) for name, values in marks.items() if values}
+    parts = {name: statistics.fmean(values) for name, values in marks.items() if values}
     start = over - sum(parts.values())
     shown = " ".join(f"{name}={value:.2f}s" for name, value in parts.items())
     return f"over the hold {over:.2f}s: {shown}{' ' if shown else ''}start={start:.2f}s"
@@ -239,13 +241,17 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=45, help="triggers in the burst (default 45)")
     parser.add_argument("--modes", default="worker,deferred", help="slot-hold modes to measure")
     parser.add_argument("--faults-n", type=int, default=200, help="triggers in the fault load test (0: skip)")
+    parser.add_argument(
+        "--executors", default="local,celery", help="deployments for the burst: local (SQLite), celery (PostgreSQL)"
+    )
     args = parser.parse_args()
     print(import_overhead_line(), flush=True)
     print(hook_overhead_line(), flush=True)
     if args.faults_n:
         print(faults_line(args.faults_n), flush=True)
-    for mode in args.modes.split(","):
-        print(rate_limit_line(args.n, mode), flush=True)
+    for executor in args.executors.split(","):
+        for mode in args.modes.split(","):
+            print(rate_limit_line(args.n, mode, executor), flush=True)
     return 0
 
 

@@ -1,5 +1,7 @@
 """Real Airflow components (api-server, scheduler, dag-processor, triggerer) with the LocalExecutor
 and SQLite in a private Airflow home, on free loopback ports; used by tests and ``benchmarks/``.
+With ``sql_alchemy_conn`` and ``components`` it runs other deployments too (the CeleryExecutor on
+PostgreSQL with several schedulers and workers: ``tests_distributed/``).
 
 Every component runs in its own process group and is stopped with SIGTERM, then SIGKILL after a
 grace period (the scheduler may ignore SIGTERM while its workers finish).
@@ -17,10 +19,23 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One Airflow process: its name (for logs and :meth:`AirflowCluster.kill`), its ``airflow``
+    arguments and the environment it adds."""
+
+    name: str
+    args: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+
+
 _GRACE_SECONDS = 15.0
 
 
@@ -34,11 +49,22 @@ class AirflowCluster:
     """``with AirflowCluster(home, dags_folder) as cluster: cluster.trigger(...)``."""
 
     def __init__(
-        self, home: Path, dags_folder: Path, *, parallelism: int = 16, plugins_folder: Path | None = None
+        self,
+        home: Path,
+        dags_folder: Path,
+        *,
+        parallelism: int = 16,
+        plugins_folder: Path | None = None,
+        sql_alchemy_conn: str | None = None,
+        executor: str = "LocalExecutor",
+        components: list[Component] | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.home = home
         self.dags_folder = dags_folder
         self.port = free_port()
+        self.sql_alchemy_conn = sql_alchemy_conn or f"sqlite:///{home / 'airflow.db'}"
+        self.components = components or [Component(name, (name,)) for name in COMPONENTS]
         self.airflow = str(Path(sys.executable).with_name("airflow"))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
         self.env.update(
@@ -46,11 +72,11 @@ class AirflowCluster:
                 "AIRFLOW_HOME": str(home),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__EXECUTOR": executor,
                 "AIRFLOW__CORE__PARALLELISM": str(parallelism),
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.sql_alchemy_conn,
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(self.port),
                 "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
@@ -60,6 +86,7 @@ class AirflowCluster:
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
                 "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
                 "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins_folder or home / "plugins"),
+                **(extra_env or {}),
             }
         )
         self.processes: dict[str, subprocess.Popen] = {}
@@ -83,20 +110,31 @@ class AirflowCluster:
             self.cli("connections", "add", conn_id, "--conn-json", json.dumps(conn))
 
     def start(self) -> None:
+        for component in self.components:
+            self.start_component(component)
+        self.wait_for(self._api_healthy, 180, "the api-server to answer")
+
+    def start_component(self, component: Component) -> None:
         logs = self.home / "component-logs"
         logs.mkdir(exist_ok=True)
-        for name in COMPONENTS:
-            args = [self.airflow, name] + (
-                ["--port", str(self.port), "--host", "127.0.0.1"] if name == "api-server" else []
-            )
-            self.processes[name] = subprocess.Popen(
-                args,
-                env=self.env,
-                stdout=(logs / f"{name}.log").open("w"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.wait_for(self._api_healthy, 120, "the api-server to answer")
+        args = [self.airflow, *component.args]
+        if component.args[0] == "api-server":
+            args += ["--port", str(self.port), "--host", "127.0.0.1"]
+        self.processes[component.name] = subprocess.Popen(
+            args,
+            env={**self.env, **component.env, "OCTORPA_COMPONENT": component.name},
+            stdout=(logs / f"{component.name}.log").open("a"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self, name: str) -> None:
+        """``kill -9`` a component and every process it started (task processes included)."""
+        process = self.processes.pop(name)
+        _signal_group(process, signal.SIGKILL)
+        for pid in pids_whose("environ", f"OCTORPA_COMPONENT={name}"):
+            kill(pid)
+        process.wait()
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -169,6 +207,17 @@ class AirflowCluster:
     # -- helpers --------------------------------------------------------------------------------
 
     def _query(self, sql: str, *args: Any) -> list[tuple]:
+        """Run a read-only query (``?`` placeholders) on the metadata database."""
+        if self.sql_alchemy_conn.startswith("postgresql"):
+            import psycopg2
+
+            dsn = self.sql_alchemy_conn.replace("postgresql+psycopg2://", "postgresql://")
+            try:
+                with psycopg2.connect(dsn) as db, db.cursor() as cursor:
+                    cursor.execute(sql.replace("?", "%s"), args)
+                    return cursor.fetchall()
+            except psycopg2.Error:
+                return []  # not yet created: ask again
         try:
             with sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True, timeout=10) as db:
                 return db.execute(sql, args).fetchall()

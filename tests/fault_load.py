@@ -45,33 +45,36 @@ def run_fault_load(
     return account(cluster, emulator, n, run_id, tag)
 
 
-def account(cluster: Any, emulator: Any, n: int, run_id: str, tag: str) -> FaultLoadSummary:
+def account(cluster: Any, emulator: Any, n: int, run_id: str, tag: str, dag_id: str = DAG_ID) -> FaultLoadSummary:
+    """Each of the ``n`` triggers of ``dag_id``/``run_id`` (orders ``<tag>-000``...): started once
+    with its run in XCom, failed saying the app may have started, or lost."""
     runs_by_order: dict[str, list[str]] = {}
     for run in emulator.state.snapshot("runs"):
-        runs_by_order.setdefault(run["params"]["订单号"], []).append(run["flow_process_no"])
-    states = cluster.task_states(DAG_ID, run_id)
-    xcoms = cluster.xcom_values(DAG_ID, run_id, "trigger")
+        if str(run["params"].get("订单号", "")).startswith(f"{tag}-"):
+            runs_by_order.setdefault(run["params"]["订单号"], []).append(run["flow_process_no"])
+    states = cluster.task_states(dag_id, run_id)
+    xcoms = cluster.xcom_values(dag_id, run_id, "trigger")
     started = unknown = lost = runs_of_unknown = 0
     for index in range(n):
         runs = runs_by_order.get(f"{tag}-{index:03d}", [])
         state = states.get(("trigger", index))
         if state == "success" and xcoms.get(index, {}).get("flow_process_no") in runs:
             started += 1
-        elif state == "failed" and UNKNOWN_OUTCOME_TEXT in _task_log(cluster, run_id, index):
+        elif state == "failed" and UNKNOWN_OUTCOME_TEXT in _task_log(cluster, dag_id, run_id, index):
             unknown += 1
             runs_of_unknown += bool(runs)
         else:
             lost += 1
     faults: dict[str, int] = {}
     for call in emulator.state.snapshot("calls"):
-        if call.get("fault"):
+        if call.get("fault") and str((call.get("params") or {}).get("订单号", "")).startswith(f"{tag}-"):
             faults[call["fault"]] = faults.get(call["fault"], 0) + 1
     duplicates = sum(len(runs) - 1 for runs in runs_by_order.values() if len(runs) > 1)
     return FaultLoadSummary(n, started, unknown, duplicates, lost, runs_of_unknown, faults)
 
 
-def _task_log(cluster: Any, run_id: str, map_index: int) -> str:
+def _task_log(cluster: Any, dag_id: str, run_id: str, map_index: int) -> str:
     folder = (
-        cluster.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / "task_id=trigger" / f"map_index={map_index}"
+        cluster.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / "task_id=trigger" / f"map_index={map_index}"
     )
     return "".join(p.read_text(errors="replace") for p in folder.glob("*.log"))

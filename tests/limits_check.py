@@ -1,0 +1,36 @@
+"""Reading the limits off what the emulator received: the least time the limits allow for ``n``
+calls, and the most calls any moving window ever held."""
+
+from __future__ import annotations
+
+
+def ideal_seconds(n: int, limits: str) -> float:
+    """The earliest the n-th call can be sent when every call goes out as soon as the windows allow."""
+    from limits import parse_many
+
+    items = [(item.amount, item.get_expiry()) for item in parse_many(limits)]
+    sent: list[float] = []
+    for i in range(n):
+        earliest = sent[-1] if sent else 0.0
+        for amount, period in items:
+            if i >= amount:
+                earliest = max(earliest, sent[i - amount] + period)
+        sent.append(earliest)
+    return sent[-1] - sent[0] if sent else 0.0
+
+
+def worst_windows(arrivals: list[float], limits: str) -> dict[str, tuple[int, int]]:
+    """For each limit, ``(the most calls one moving window held, the limit's amount)``."""
+    from limits import parse_many
+
+    return {
+        str(item): (
+            max((sum(1 for t in arrivals if start <= t < start + item.get_expiry()) for start in arrivals), default=0),
+            item.amount,
+        )
+        for item in parse_many(limits)
+    }
+
+
+def within(arrivals: list[float], limits: str) -> bool:
+    return all(worst <= amount for worst, amount in worst_windows(arrivals, limits).values())

@@ -1,0 +1,180 @@
+"""``make test-distributed``: the limits and "never twice" on the CeleryExecutor with PostgreSQL and
+Redis, two schedulers and two workers, while workers, schedulers and the triggerer die.
+
+Each scenario prints ``distributed: N=<n> refused=<n> duplicates=<n> lost=<n> ratio=<r>`` and
+asserts on what the emulator received.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from celery_deployment import celery_deployment, worker
+
+HERE = Path(__file__).resolve().parent
+from fault_load import account  # noqa: E402  (tests/ is on the path through celery_deployment)
+from limits_check import ideal_seconds, worst_windows  # noqa: E402
+
+from airflow_octorpa.emulator import OctoRpaEmulator, default_config  # noqa: E402
+
+# The vendor's windows scaled down (a minute becomes 12 s), in the emulator and the connection:
+# a 3 s slot hold instead of 15 s.
+SCALED_LIMITS = "5/second;20/12 seconds"
+WEBHOOK, SECRET = "order-processing", "demo-order-secret"
+MODES = ("worker", "deferred")
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    config = default_config()
+    config.rate_limits = SCALED_LIMITS
+    with OctoRpaEmulator(config) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def cluster(emulator):
+    home = Path(tempfile.mkdtemp(prefix="octorpa-distributed-"))
+    connection = {
+        "conn_type": "octorpa",
+        "host": emulator.webhook_url(WEBHOOK),
+        "password": SECRET,
+        "extra": {"rate_limits": SCALED_LIMITS, "timeout": 2},
+    }
+    with celery_deployment(home, HERE.parent / "tests" / "dags", {"octorpa_default": connection}) as cluster:
+        cluster.wait_for_dags(*(f"octorpa_burst_{mode}" for mode in MODES), timeout=300)
+        yield cluster
+
+
+def _start(cluster, emulator, run_id: str, n_per_dag: int, modes=MODES) -> float:
+    emulator.state.reset()
+    for mode in modes:
+        cluster.trigger(f"octorpa_burst_{mode}", run_id, {"n": n_per_dag, "tag": f"{run_id}-{mode}"})
+    return time.monotonic()
+
+
+def _finish(cluster, emulator, run_id: str, n_per_dag: int, modes=MODES, timeout: float = 600) -> dict:
+    """Wait for the runs; account for every trigger; check every moving window; print the line."""
+    for mode in modes:
+        cluster.wait_for_run(f"octorpa_burst_{mode}", run_id, timeout=timeout)
+    summaries = [
+        account(cluster, emulator, n_per_dag, run_id, f"{run_id}-{mode}", dag_id=f"octorpa_burst_{mode}")
+        for mode in modes
+    ]
+    calls = emulator.state.snapshot("calls")
+    arrivals = sorted(c["received_at"] for c in calls)
+    n = n_per_dag * len(modes)
+    result = {
+        "n": n,
+        "started": sum(s.started for s in summaries),
+        "unknown": sum(s.unknown for s in summaries),
+        "duplicates": sum(s.duplicates for s in summaries),
+        "lost": sum(s.lost for s in summaries),
+        "refused": sum(1 for c in calls if c["status"] != 200),
+        "ratio": ideal_seconds(n, SCALED_LIMITS) / (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0.0,
+        "worst_windows": worst_windows(arrivals, SCALED_LIMITS),
+    }
+    print(
+        f"distributed: N={n} refused={result['refused']} duplicates={result['duplicates']} lost={result['lost']} "
+        f"ratio={result['ratio']:.3f} scenario={run_id} started={result['started']} unknown={result['unknown']}"
+    )
+    return result
+
+
+def _assert_limits_and_once(result: dict) -> None:
+    assert result["duplicates"] == 0, result
+    assert result["lost"] == 0, result
+    assert result["started"] + result["unknown"] == result["n"], result
+    assert all(worst <= amount for worst, amount in result["worst_windows"].values()), result
+
+
+def _hostnames(cluster, run_id: str) -> set[str]:
+    rows = cluster._query(
+        "SELECT DISTINCT hostname FROM task_instance WHERE run_id = ? AND task_id = 'trigger'", run_id
+    )
+    return {row[0] for row in rows}
+
+
+@pytest.mark.timeout(900)
+def test_burst_from_two_dags_on_both_workers(cluster, emulator):
+    _start(cluster, emulator, "burst", 30)
+    result = _finish(cluster, emulator, "burst", 30)
+
+    _assert_limits_and_once(result)
+    assert result["refused"] == 0 and result["started"] == 60, result
+    assert {"worker-1", "worker-2"} <= _hostnames(cluster, "burst")  # both workers took tasks
+    for mode in MODES:  # each XCom names its own run
+        runs = {r["flow_process_no"]: r["params"]["订单号"] for r in emulator.state.snapshot("runs")}
+        for index, value in cluster.xcom_values(f"octorpa_burst_{mode}", "burst", "trigger").items():
+            assert runs[value["flow_process_no"]] == f"burst-{mode}-{index:03d}"
+
+
+@pytest.mark.timeout(900)
+def test_a_worker_killed_mid_call_and_mid_hold(cluster, emulator):
+    _start(cluster, emulator, "worker-dies", 15)
+    cluster.wait_for(lambda: len(emulator.state.snapshot("calls")) >= 8, 300, "the first rounds of calls")
+    cluster.wait_for(
+        lambda: cluster._query(
+            "SELECT 1 FROM task_instance WHERE run_id = 'worker-dies' AND state = 'running' AND hostname = 'worker-1'"
+        ),
+        120,
+        "a trigger task running on worker-1",
+    )
+    killed = set(
+        cluster._query(
+            "SELECT dag_id, map_index FROM task_instance WHERE run_id = 'worker-dies' AND task_id = 'trigger' "
+            "AND state = 'running' AND hostname = 'worker-1'"
+        )
+    )
+    cluster.kill("worker-1")
+    try:
+        result = _finish(cluster, emulator, "worker-dies", 15)
+    finally:
+        cluster.start_component(worker("worker-1"))
+    _assert_limits_and_once(result)
+    # The tasks that died with the worker were tried again elsewhere, and no call was sent twice.
+    retried = set(
+        cluster._query(
+            "SELECT dag_id, map_index FROM task_instance WHERE run_id = 'worker-dies' AND task_id = 'trigger' "
+            "AND try_number > 1"
+        )
+    )
+    assert killed and killed <= retried, (killed, retried)
+    assert len(emulator.state.snapshot("calls")) == result["started"] + result["unknown"] + result["refused"]
+
+
+@pytest.mark.timeout(900)
+def test_a_scheduler_killed_mid_burst(cluster, emulator):
+    _start(cluster, emulator, "scheduler-dies", 15)
+    cluster.wait_for(lambda: len(emulator.state.snapshot("calls")) >= 5, 300, "the first calls")
+    cluster.kill("scheduler-1")
+    result = _finish(cluster, emulator, "scheduler-dies", 15)
+    _assert_limits_and_once(result)
+    assert result["refused"] == 0 and result["started"] == 30, result
+
+
+@pytest.mark.timeout(900)
+def test_the_triggerer_restarted_during_deferred_holds(cluster, emulator):
+    from celery_deployment import Component
+
+    _start(cluster, emulator, "triggerer-restarts", 20, modes=("deferred",))
+    cluster.wait_for(
+        lambda: (
+            len(
+                cluster._query("SELECT 1 FROM task_instance WHERE run_id = 'triggerer-restarts' AND state = 'deferred'")
+            )
+            >= 3
+        ),
+        300,
+        "deferred holds",
+    )
+    calls_before = len(emulator.state.snapshot("calls"))
+    cluster.kill("triggerer")
+    cluster.start_component(Component("triggerer", ("triggerer",)))
+    result = _finish(cluster, emulator, "triggerer-restarts", 20, modes=("deferred",))
+    _assert_limits_and_once(result)
+    assert result["refused"] == 0 and result["started"] == 20, result
+    assert len(emulator.state.snapshot("calls")) == 20 >= calls_before  # no call repeated

@@ -29,7 +29,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except _UsageError as err:
+        return _fail(EXIT_USAGE, str(err))
+
+
+class _UsageError(Exception):
+    """Bad usage or settings: nothing was sent (exit 2)."""
+
+
+def _connection_config(conn_id: str) -> Any:
+    """The connection's checked settings, or a usage error naming what is wrong."""
+    from airflow_octorpa.exceptions import OctoRpaConfigurationError
+    from airflow_octorpa.hooks.octorpa import OctoRpaHook
+
+    try:
+        return OctoRpaHook(conn_id).config
+    except OctoRpaConfigurationError as err:
+        raise _UsageError(str(err)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -299,16 +317,12 @@ def _sign(args: argparse.Namespace) -> int:
     from airflow_octorpa.hooks.octorpa import sign
 
     if args.conn_id:
-        from airflow_octorpa.exceptions import OctoRpaConfigurationError
-        from airflow_octorpa.hooks.octorpa import OctoRpaHook
+        secret = _connection_config(args.conn_id).secret
+    elif sys.stdin.isatty():
+        import getpass
 
-        try:
-            secret = OctoRpaHook(args.conn_id).config.secret
-        except OctoRpaConfigurationError as err:
-            return _fail(EXIT_USAGE, str(err))
+        secret = getpass.getpass("Signing secret (not echoed): ")
     else:
-        if sys.stdin.isatty():
-            print("Signing secret (not echoed, end with Enter):", file=sys.stderr)
         secret = sys.stdin.readline().rstrip("\r\n")
     if not secret:
         return _fail(
@@ -329,13 +343,7 @@ def _pool(args: argparse.Namespace) -> int:
 
     name, size, limits = DEFAULT_POOL, DEFAULT_POOL_SIZE, DEFAULT_RATE_LIMITS
     if args.conn_id:
-        from airflow_octorpa.exceptions import OctoRpaConfigurationError
-        from airflow_octorpa.hooks.octorpa import OctoRpaHook
-
-        try:
-            config = OctoRpaHook(args.conn_id).config
-        except OctoRpaConfigurationError as err:
-            return _fail(EXIT_USAGE, str(err))
+        config = _connection_config(args.conn_id)
         name, size, limits = config.pool, config.pool_size, config.rate_limits
     print(json.dumps(pool_file(name, size, limits), ensure_ascii=False, indent=2))
     return EXIT_OK

@@ -35,14 +35,13 @@ sys.path.insert(0, str(REPO / "tests_distributed"))
 
 from airflow_cluster import AirflowCluster  # noqa: E402
 from fault_load import run_fault_load  # noqa: E402
-from limits_check import ideal_seconds  # noqa: E402
+from limits_check import SCALED_LIMITS, ideal_seconds  # noqa: E402
 
 from airflow_octorpa.emulator import OctoRpaEmulator, default_config, expected_sign  # noqa: E402
 from airflow_octorpa.rate_limit import DEFAULT_POOL_SIZE as POOL_SIZE  # noqa: E402
 from airflow_octorpa.rate_limit import hold_seconds  # noqa: E402
 
 VENDOR_LIMITS = "5/second;20/minute"
-SCALED_LIMITS = "5/second;20/12 seconds"  # a minute scaled to 12 s, for the 200-trigger load test
 WEBHOOK, SECRET = "order-processing", "demo-order-secret"
 
 

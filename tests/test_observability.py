@@ -14,8 +14,8 @@ from conftest import ORDER_SECRET, ORDER_WEBHOOK, VENDOR_SECRET, VENDOR_WEBHOOK,
 pytest.importorskip("airflow.providers.openlineage")
 
 DAGS = Path(__file__).resolve().parent / "dags"
-# One call per 3 s from one slot: a 3 s hold, long enough for the deferred task to defer.
-LIMITS = {"rate_limits": "1/3 seconds", "pool_size": 1}
+# One call per 8 s from one slot: an 8 s hold, long enough for the deferred task to defer.
+LIMITS = {"rate_limits": "1/8 seconds", "pool_size": 1}
 
 
 class StatsdListener:

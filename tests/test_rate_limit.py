@@ -24,7 +24,7 @@ START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
         ("5/second;20/minute", 1, 3.0),
         ("5/second;20/minute", 3, 10.0),  # 20 // 3 = 6 calls a minute per slot
         ("5/second;7/10 seconds", 5, 10.0),  # 7 // 5 = 1 call per 10 s per slot, not 10 x 5 / 7
-        ("5/second;20/12 seconds", 5, 3.0),  # the scaled-down windows of the scheduler test
+        ("5/second;20/28 seconds", 5, 7.0),  # the scaled-down windows of the scheduler tests
         ("20/minute;5/second", 5, 15.0),
     ],
 )
@@ -137,10 +137,10 @@ def test_worker_mode_keeps_the_slot_for_the_hold(emulator, monkeypatch):
 
 @pytest.mark.usefixtures("airflow_db")
 def test_deferrable_mode_gives_the_same_result_as_worker_mode(emulator, monkeypatch):
-    # pool_size=1 and 1 call per 3 s: a 3 s hold, long enough to be deferred.
+    # pool_size=1 and 1 call per 8 s: an 8 s hold, long enough to be deferred.
     monkeypatch.setenv(
         "AIRFLOW_CONN_OCTORPA_DEFAULT",
-        connection_json(emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET, rate_limits="1/3 seconds", pool_size=1),
+        connection_json(emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET, rate_limits="1/8 seconds", pool_size=1),
     )
     from airflow.sdk import DAG
 

@@ -13,21 +13,14 @@ import pytest
 from airflow_cluster import AirflowCluster, kill, pids_whose
 from conftest import ORDER_SECRET, ORDER_WEBHOOK
 from fault_load import run_fault_load
-from limits_check import within
+from limits_check import SCALED_LIMITS, scaled_emulator, within
 
-from airflow_octorpa.emulator import OctoRpaEmulator, default_config
-
-# The vendor's windows scaled down (a minute becomes 12 s) in both the emulator and the
-# connection, so the slot hold is max(1 / 1, 12 / 4) = 3 s instead of 15 s.
-SCALED_LIMITS = "5/second;20/12 seconds"
 N_PER_DAG = 24
 
 
-@pytest.fixture(scope="module")
-def scaled_emulator():
-    config = default_config()
-    config.rate_limits = SCALED_LIMITS
-    with OctoRpaEmulator(config) as emulator:
+@pytest.fixture(scope="module", name="scaled_emulator")
+def _scaled_emulator():
+    with scaled_emulator() as emulator:
         yield emulator
 
 

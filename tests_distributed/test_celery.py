@@ -16,22 +16,16 @@ from celery_deployment import celery_deployment, worker
 
 HERE = Path(__file__).resolve().parent
 from fault_load import account  # noqa: E402  (tests/ is on the path through celery_deployment)
-from limits_check import ideal_seconds, worst_windows  # noqa: E402
+from limits_check import SCALED_LIMITS, ideal_seconds, scaled_emulator, worst_windows  # noqa: E402
 
-from airflow_octorpa.emulator import OctoRpaEmulator, default_config  # noqa: E402
-
-# The vendor's windows scaled down (a minute becomes 12 s), in the emulator and the connection:
-# a 3 s slot hold instead of 15 s.
-SCALED_LIMITS = "5/second;20/12 seconds"
+# The emulator and the connection use the vendor's windows scaled down (limits_check.SCALED_LIMITS).
 WEBHOOK, SECRET = "order-processing", "demo-order-secret"
 MODES = ("worker", "deferred")
 
 
-@pytest.fixture(scope="module")
-def emulator():
-    config = default_config()
-    config.rate_limits = SCALED_LIMITS
-    with OctoRpaEmulator(config) as emulator:
+@pytest.fixture(scope="module", name="emulator")
+def _emulator():
+    with scaled_emulator() as emulator:
         yield emulator
 
 

@@ -24,8 +24,11 @@ from airflow_octorpa.exceptions import (
 )
 from airflow_octorpa.rate_limit import DEFAULT_POOL
 
-# Below this, deferring costs more (a triggerer round trip) than waiting in the worker.
-_MIN_DEFERRAL_SECONDS = 2.0
+# Shorter holds are kept in the worker even when deferrable. Deferring costs about 2 s of slot time
+# (the triggerer's hand-off, the resume), and on Airflow 3.3 a trigger that fires within seconds of
+# the deferral can race the executor's late report of the deferral's exit (it comes up to ~5 s
+# after), which makes the scheduler fail the resumed task as "state changed externally".
+_MIN_DEFERRAL_SECONDS = 6.0
 # What execution_timeout must leave beyond the call and the hold: the record's writes, the logs.
 _TIMEOUT_MARGIN_SECONDS = 5.0
 # The longest a worker sleeps (holding its slot) before resending a refused call; past it the task
@@ -139,7 +142,10 @@ class OctoRpaTriggerOperator(BaseOperator):
             # A BaseException: without this the slot would be freed before the hold is over.
             return self._after_timeout(timeout, config.hold)
         except Exception:
-            self._wait_out_hold(config.hold)  # a refused call counts against the limits too
+            try:
+                self._wait_out_hold(config.hold)  # a refused call counts against the limits too
+            except AirflowTaskTimeout:
+                pass  # fired during the hold, which was kept in full: the call's own error says more
             raise
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, str | None]:
@@ -357,12 +363,20 @@ class OctoRpaTriggerOperator(BaseOperator):
         return max(self._hold_remaining(hold), retry_after - since_exchange, 0.0)
 
     def _wait_out_hold(self, hold: float) -> None:
+        """Keep the slot here for the rest of the hold, all of it: an ``execution_timeout`` that fires
+        meanwhile is raised once the hold is over."""
         if self._last_exchange_end is not None:
             metrics.slot_hold(self._hold_remaining(hold), self.octorpa_conn_id)
-        if (remaining := self._hold_remaining(hold)) > 0:
-            if remaining >= 0.1:
-                self.log.info("Keeping the pool slot for %.1f s so the account's rate limits hold.", remaining)
-            time.sleep(remaining)
+        if (remaining := self._hold_remaining(hold)) >= 0.1:
+            self.log.info("Keeping the pool slot for %.1f s so the account's rate limits hold.", remaining)
+        timeout: AirflowTaskTimeout | None = None
+        while (remaining := self._hold_remaining(hold)) > 0:
+            try:
+                time.sleep(remaining)
+            except AirflowTaskTimeout as fired:
+                timeout = fired
+        if timeout is not None:
+            raise timeout
 
 
 def _failure(state: Any) -> BaseException | None:

@@ -1,10 +1,11 @@
 """``make bench``: the provider's costs, each as a ratio against a baseline measured in the same run.
 
 - ``rate-limit``: a burst of N mapped triggers (default 45) with the vendor's real limits
-  (5/second, 20/minute) through real Airflow components against the emulator, once with the
-  slot hold in the worker and once deferred. ``took`` is the time from the first call the
-  emulator received to the last; ``ideal`` is the least time the two limits allow for N calls
-  (the baseline); ``ratio = ideal / took``.
+  (5/second, 20/minute) through real Airflow components against the emulator, with the slot
+  hold in the worker and deferred, on LocalExecutor with SQLite and on the CeleryExecutor with
+  PostgreSQL and Redis. ``took`` is the time from the first call the emulator received to the
+  last; ``ideal`` is the least time the two limits allow for N calls (the baseline);
+  ``ratio = ideal / took``; then where each round's time goes beyond the hold.
 - ``hook-overhead``: the hook's cost per call against a bare ``requests.post`` of the same signed
   body to the same local server (``ratio = hook / bare``).
 - ``faults``: 200 triggers through the scheduler with faults injected at random (fixed seed: about

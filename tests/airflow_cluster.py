@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# The log servers would listen on every interface, on fixed ports; the tests read log files.
+NO_LOG_SERVER = ("--skip-serve-logs",)
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,10 @@ class AirflowCluster:
         self.dags_folder = dags_folder
         self.port = free_port()
         self.sql_alchemy_conn = sql_alchemy_conn or f"sqlite:///{home / 'airflow.db'}"
-        self.components = components or [Component(name, (name,)) for name in COMPONENTS]
+        self.components = components or [
+            Component(name, (name, *NO_LOG_SERVER) if name in ("scheduler", "triggerer") else (name,))
+            for name in COMPONENTS
+        ]
         self.airflow = str(Path(sys.executable).with_name("airflow"))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
         self.env.update(

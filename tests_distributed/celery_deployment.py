@@ -15,7 +15,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from airflow_cluster import AirflowCluster, Component  # noqa: E402
+from airflow_cluster import NO_LOG_SERVER, AirflowCluster, Component  # noqa: E402
 from services import PostgresServer, RedisServer, ensure_installed  # noqa: E402
 
 REQUIRED_PROGRAMS = {"initdb": "postgresql", "postgres": "postgresql", "redis-server": "redis-server"}
@@ -26,17 +26,21 @@ SCHEDULERS = ("scheduler-1", "scheduler-2")
 def worker(name: str) -> Component:
     return Component(
         name,
-        ("celery", "worker", "--concurrency", "8", "--celery-hostname", f"{name}@octorpa", "--skip-serve-logs"),
+        ("celery", "worker", "--concurrency", "8", "--celery-hostname", f"{name}@octorpa", *NO_LOG_SERVER),
         {"OCTORPA_WORKER_NAME": name},
     )
+
+
+def triggerer() -> Component:
+    return Component("triggerer", ("triggerer", *NO_LOG_SERVER))
 
 
 def components() -> list[Component]:
     return [
         Component("api-server", ("api-server",)),
-        *(Component(name, ("scheduler",)) for name in SCHEDULERS),
+        *(Component(name, ("scheduler", *NO_LOG_SERVER)) for name in SCHEDULERS),
         Component("dag-processor", ("dag-processor",)),
-        Component("triggerer", ("triggerer",)),
+        triggerer(),
         *(worker(name) for name in WORKERS),
     ]
 
@@ -46,7 +50,7 @@ def celery_deployment(home: Path, dags: Path, connections: dict[str, dict[str, A
     """Start PostgreSQL, Redis and the Airflow components; yield the running cluster."""
     if reason := ensure_installed(REQUIRED_PROGRAMS):
         raise RuntimeError(f"cannot start the distributed deployment: {reason}")
-    with PostgresServer() as postgres, RedisServer(home / "redis") as redis:
+    with PostgresServer() as postgres, RedisServer() as redis:
         cluster = AirflowCluster(
             home / "airflow",
             dags,

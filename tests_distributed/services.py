@@ -1,8 +1,8 @@
 """PostgreSQL and Redis for the distributed suite: installed from Debian's packages where missing,
 started on free loopback ports in a temporary folder, stopped whatever happens.
 
-PostgreSQL refuses to run as root, so as root it runs as the ``postgres`` user the Debian package
-creates; Redis runs as whoever runs the suite.
+Neither runs as root: run by root, each runs as the user its Debian package creates (``postgres``,
+``redis``), in a folder of its own under the system's temporary folder that only that user owns.
 """
 
 from __future__ import annotations
@@ -48,8 +48,25 @@ def _find_program(program: str) -> str | None:
     return candidates[-1] if candidates else None
 
 
+def _as_unprivileged(user: str, folder: Path) -> list[str]:
+    """The command prefix that runs a server as ``user`` when the suite runs as root (and gives it
+    ``folder`` and what is in it); nothing otherwise."""
+    if os.geteuid() != 0:
+        return []
+    import pwd
+
+    try:
+        pwd.getpwnam(user)
+    except KeyError:  # a server not installed from Debian's package: any unprivileged user will do
+        user = "nobody"
+    for path in (folder, *folder.rglob("*")):
+        shutil.chown(path, user)
+    return ["runuser", "-u", user, "--"]
+
+
 class _Server:
     process: subprocess.Popen | None = None
+    folder: Path
 
     def stop(self) -> None:
         if self.process is None:
@@ -85,7 +102,7 @@ class PostgresServer(_Server):
         data, sockets = self.folder / "pgdata", self.folder / "pgsock"
         for path in (data, sockets):
             path.mkdir(parents=True)
-        as_owner = self._as_unprivileged(self.folder)
+        as_owner = _as_unprivileged("postgres", self.folder)
         initdb = [
             *as_owner,
             _find_program("initdb"),
@@ -127,15 +144,6 @@ class PostgresServer(_Server):
         self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    @staticmethod
-    def _as_unprivileged(folder: Path) -> list[str]:
-        if os.geteuid() != 0:
-            return []
-        shutil.chown(folder, "postgres", "postgres")
-        for path in folder.iterdir():
-            shutil.chown(path, "postgres", "postgres")
-        return ["runuser", "-u", "postgres", "--"]
-
     def _create_database(self) -> None:
         import psycopg2
 
@@ -157,8 +165,8 @@ class PostgresServer(_Server):
 class RedisServer(_Server):
     """``with RedisServer(folder) as redis: redis.url``: a Redis with nothing saved to disk."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="octorpa-redis-"))
         self.port = free_port()
 
     @property
@@ -166,9 +174,10 @@ class RedisServer(_Server):
         return f"redis://127.0.0.1:{self.port}/0"
 
     def __enter__(self) -> RedisServer:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        as_owner = _as_unprivileged("redis", self.folder)
         self.process = subprocess.Popen(
             [
+                *as_owner,
                 _find_program("redis-server"),
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
@@ -185,6 +194,7 @@ class RedisServer(_Server):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _wait_for_port(port: int, what: str, process: subprocess.Popen, timeout: float = 60) -> None:

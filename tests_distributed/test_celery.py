@@ -152,7 +152,7 @@ def test_a_scheduler_killed_mid_burst(cluster, emulator):
 
 @pytest.mark.timeout(900)
 def test_the_triggerer_restarted_during_deferred_holds(cluster, emulator):
-    from celery_deployment import Component
+    from celery_deployment import triggerer
 
     _start(cluster, emulator, "triggerer-restarts", 20, modes=("deferred",))
     cluster.wait_for(
@@ -167,7 +167,7 @@ def test_the_triggerer_restarted_during_deferred_holds(cluster, emulator):
     )
     calls_before = len(emulator.state.snapshot("calls"))
     cluster.kill("triggerer")
-    cluster.start_component(Component("triggerer", ("triggerer",)))
+    cluster.start_component(triggerer())
     result = _finish(cluster, emulator, "triggerer-restarts", 20, modes=("deferred",))
     _assert_limits_and_once(result)
     assert result["refused"] == 0 and result["started"] == 20, result

@@ -66,9 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         "the operator, and print the run's flowProcessNo. Refuses to call faster than the "
         "connection's rate_limits allow (counting this machine's earlier octorpa trigger calls).",
     )
-    trigger.add_argument(
-        "--conn-id", default="octorpa_default", help="the Airflow connection (default octorpa_default)"
-    )
+    _add_conn_id(trigger)
     trigger.add_argument("--bot-id", help="the robot to run on (default: the connection's)")
     trigger.add_argument(
         "-p",
@@ -87,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Check everything that can be checked without starting a run: the connection, the "
         "webhook's host, the pool, the provider's registration. One line per check; exit 1 on a failure.",
     )
-    doctor.add_argument("--conn-id", default="octorpa_default", help="the Airflow connection (default octorpa_default)")
+    _add_conn_id(doctor)
     doctor.set_defaults(run=_doctor)
 
     sign = commands.add_parser(
@@ -112,6 +110,10 @@ def _parser() -> argparse.ArgumentParser:
     pool.add_argument("--conn-id", help="size and name the pool from this connection (default: 'octorpa', 5)")
     pool.set_defaults(run=_pool)
     return parser
+
+
+def _add_conn_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conn-id", default="octorpa_default", help="the Airflow connection (default octorpa_default)")
 
 
 # -- trigger -------------------------------------------------------------------------------------

@@ -211,8 +211,7 @@ class OctoRpaTriggerOperator(BaseOperator):
         if not self.execution_timeout:
             return None
         budget = self.execution_timeout.total_seconds()
-        needed = config.timeout + self._worker_hold(config.hold) + _TIMEOUT_MARGIN_SECONDS
-        if budget < needed:
+        if budget < (needed := self._attempt_seconds(config)):
             raise OctoRpaConfigurationError(
                 f"execution_timeout={self.execution_timeout} cannot fit one Octopus RPA call (the connection's "
                 f"timeout, {config.timeout:g} s), the slot hold kept in the worker after it "
@@ -223,6 +222,10 @@ class OctoRpaTriggerOperator(BaseOperator):
                 + ", or lower the connection's timeout. Nothing was sent."
             )
         return began + budget
+
+    def _attempt_seconds(self, config: OctoRpaWebhookConfig) -> float:
+        """The most one attempt can take in this try: the call, the hold kept here, the bookkeeping."""
+        return config.timeout + self._worker_hold(config.hold) + _TIMEOUT_MARGIN_SECONDS
 
     def _worker_hold(self, hold: float) -> float:
         """The longest this task keeps its slot in the worker after a call."""
@@ -263,10 +266,7 @@ class OctoRpaTriggerOperator(BaseOperator):
             wait = state.upcoming_sleep
             if wait > MAX_RESEND_WAIT_SECONDS:
                 give_up.append(f"the service asks to wait {wait:.0f} s, more than {MAX_RESEND_WAIT_SECONDS:g} s")
-            elif deadline is not None and (
-                time.monotonic() + wait + config.timeout + self._worker_hold(config.hold) + _TIMEOUT_MARGIN_SECONDS
-                > deadline
-            ):
+            elif deadline is not None and time.monotonic() + wait + self._attempt_seconds(config) > deadline:
                 give_up.append(f"a resend in {wait:.0f} s would not fit in execution_timeout={self.execution_timeout}")
             return bool(give_up)
 

@@ -1,4 +1,4 @@
-"""The record of a task instance's webhook call, kept across retries in Airflow's task state store.
+"""The record of a task instance's webhook call, kept across its retries, a killed worker and a resume.
 
 A call is recorded as ``sending`` before its request leaves, and becomes ``started`` (with the
 run's ``flowProcessNo``) or ``unknown`` once its outcome is known; a call that certainly started
@@ -7,19 +7,25 @@ that run instead of triggering again, ``sending`` or ``unknown`` means a run may
 Writing ``sending`` first closes the gap between a request and the write of its result: a worker
 killed in between leaves ``sending``, never nothing.
 
-The task state store (Airflow 3.3) is scoped to the DAG run, task and map index, and survives
-retries and clearing alike. A clear is a deliberate new trigger, so each record carries the task
-instance's *generation*: its ``max_tries`` as the scheduler set it. Retries leave ``max_tries``
-alone; a clear sets it to ``try_number + retries``, which is past every earlier value while
-``retries`` stays put. The worker's own ``self.retries`` is never used: it may differ from the
-scheduler's (a DAG edited between tries, retries read from a Variable).
+Where it is kept: Airflow 3.3's task state store, scoped to the DAG run, task and map index and
+surviving retries and clearing alike. Before 3.3 there is none, so the record is an Airflow
+Variable keyed by DAG, run, task and map index (:class:`VariableRecords`, :func:`variable_key`);
+the provider's listener removes a run's Variables once the DAG run ends (:func:`forget_dag_run`).
+
+A clear is a deliberate new trigger, so each record carries the task instance's *generation*: its
+``max_tries`` as the scheduler set it. Retries leave ``max_tries`` alone; a clear sets it to
+``try_number + retries``, which is past every earlier value while ``retries`` stays put. The
+worker's own ``self.retries`` is never used: it may differ from the scheduler's (a DAG edited
+between tries, retries read from a Variable).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from logging import Logger
@@ -27,6 +33,9 @@ if TYPE_CHECKING:
     from airflow.sdk.types import Logger as TaskLogger
 
 RECORD_KEY = "octorpa_call"
+# Variables holding records (Airflow before 3.3): "octorpa_call.<dag_id>.<hash of run, task, map index>".
+VARIABLE_PREFIX = RECORD_KEY + "."
+_MAX_DAG_ID_IN_KEY = 180  # Airflow limits a Variable's key to 250 characters
 
 SENDING, STARTED, UNKNOWN = "sending", "started", "unknown"
 
@@ -47,34 +56,146 @@ class CallRecord:
         return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.sent_at))
 
 
+class RecordStore(Protocol):
+    """Where a task instance's record lives; ``write`` raises when the record could not be kept."""
+
+    def read(self) -> Any | None: ...
+
+    def write(self, value: dict[str, Any]) -> None: ...
+
+    def erase(self) -> None: ...
+
+
+class TaskStateRecords:
+    """The record in Airflow 3.3's task state store."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def read(self) -> Any | None:
+        return self._store.get(RECORD_KEY)
+
+    def write(self, value: dict[str, Any]) -> None:
+        from airflow.sdk.execution_time.context import NEVER_EXPIRE
+
+        # Never expire: a record that vanished would let a late retry trigger a second run.
+        self._store.set(RECORD_KEY, value, retention=NEVER_EXPIRE)
+
+    def erase(self) -> None:
+        self._store.delete(RECORD_KEY)
+
+
+class VariableRecords:
+    """The record in an Airflow Variable, where no task state store exists (Airflow 2.11 to 3.2).
+
+    The Variable also names its DAG run, so that :func:`forget_dag_run` can find it when the run
+    ends. The Task SDK's ``Variable.set`` logs a failed write instead of raising, so every write is
+    read back: a record that did not land must stop the call before it is sent.
+    """
+
+    def __init__(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> None:
+        self._run = {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index}
+        self.key = variable_key(dag_id, run_id, task_id, map_index)
+
+    def read(self) -> Any | None:
+        from airflow.providers.common.compat.sdk import Variable
+
+        text = Variable.get(self.key, None)
+        if text is None:
+            return None
+        try:
+            stored = json.loads(text)
+        except (TypeError, ValueError):
+            return text  # unreadable: the ledger treats it as an unknown outcome
+        return stored.get("record", stored) if isinstance(stored, dict) else stored
+
+    def write(self, value: dict[str, Any]) -> None:
+        from airflow.providers.common.compat.sdk import Variable
+
+        Variable.set(self.key, json.dumps({**self._run, "record": value}), description=_VARIABLE_DESCRIPTION)
+        if self.read() != value:
+            raise RuntimeError(f"the Airflow Variable {self.key!r} could not be written")
+
+    def erase(self) -> None:
+        from airflow.providers.common.compat.sdk import Variable
+
+        Variable.delete(self.key)
+
+
+_VARIABLE_DESCRIPTION = (
+    "airflow-provider-octorpa: the state of one task's webhook call, so that its retries never start "
+    "the app twice. Removed when its DAG run ends; do not edit."
+)
+
+
+def variable_key(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    """The Variable holding a task instance's record.
+
+    Airflow 3.0's execution API takes no ``/`` in a Variable's key, and a run id may hold any
+    character, so the run, task and map index are hashed; the DAG id (letters, digits, ``.-_``)
+    is kept so that the Variables list shows whose records they are. The value names them all.
+    """
+    digest = hashlib.sha256(json.dumps([dag_id, run_id, task_id, map_index]).encode()).hexdigest()[:32]
+    return f"{VARIABLE_PREFIX}{dag_id[:_MAX_DAG_ID_IN_KEY]}.{digest}"
+
+
+def forget_dag_run(dag_id: str, run_id: str, session: Any) -> int:
+    """Delete the Variables that hold the records of a DAG run's tasks (the run has ended).
+
+    Runs in the scheduler (or ``dag.test()``), with the metadata database's ``session``.
+    """
+    from airflow.models.variable import Variable as VariableModel
+    from sqlalchemy import select
+
+    own_dag = f"{VARIABLE_PREFIX}{dag_id[:_MAX_DAG_ID_IN_KEY]}."
+    rows = session.scalars(select(VariableModel).where(VariableModel.key.startswith(own_dag, autoescape=True)))
+    forgotten = 0
+    for row in rows:
+        try:
+            stored = json.loads(row.val)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(stored, dict) and stored.get("dag_id") == dag_id and stored.get("run_id") == run_id:
+            session.delete(row)
+            forgotten += 1
+    return forgotten
+
+
 class CallLedger:
     """Reads and writes the task instance's :class:`CallRecord`.
 
-    Without a task state store (Airflow before 3.3, or outside a task) it remembers nothing and
-    says so once; the operator then fails rather than resends whatever may have started a run.
+    Outside a task instance (no ``ti`` in the context) it remembers nothing and says so; the
+    operator then fails rather than resends whatever may have started a run.
     """
 
-    def __init__(self, store: Any | None, generation: int, log: Logger | TaskLogger) -> None:
+    def __init__(
+        self, store: RecordStore | None, generation: int, log: Logger | TaskLogger, *, first_try: bool = False
+    ) -> None:
         self._store = store
         self._generation = generation
         self._log = log
+        # A task instance's first try has no earlier try to read about. Not reading also keeps it
+        # from taking a record left by a deleted DAG run of the same run_id for its own (the first
+        # try overwrites it), and spares the Task SDK's "Variable not found" error line.
+        self._first_try = first_try
         if store is None:
             log.warning(
-                "Airflow's task state store is not available (it needs Airflow 3.3), so a retry of this "
-                "task cannot know whether an earlier try started a run. Calls whose outcome is unknown "
-                "fail the task without retrying instead."
+                "This call runs outside an Airflow task instance, so a retry cannot know whether an earlier "
+                "try started a run. Calls whose outcome is unknown fail instead of being sent again."
             )
 
     @classmethod
     def from_context(cls, context: Any, log: Logger | TaskLogger) -> CallLedger:
-        max_tries = getattr(context.get("ti"), "max_tries", None)
-        return cls(context.get("task_state_store"), max_tries if isinstance(max_tries, int) else 0, log)
+        ti = context.get("ti")
+        max_tries = getattr(ti, "max_tries", None)
+        generation = max_tries if isinstance(max_tries, int) else 0
+        return cls(record_store(context), generation, log, first_try=getattr(ti, "try_number", None) == 1)
 
     def prior(self) -> CallRecord | None:
         """This generation's record, if an earlier try of this task instance left one."""
-        if self._store is None:
+        if self._store is None or self._first_try:
             return None
-        raw = self._store.get(RECORD_KEY)
+        raw = self._store.read()
         if raw is None:
             return None
         record = _parse(raw)
@@ -88,7 +209,18 @@ class CallLedger:
         return record
 
     def sending(self, webhook: str, robot: str | None) -> CallRecord:
-        return self._write(CallRecord(SENDING, self._generation, time.time(), webhook, robot))
+        """Record the call as about to leave; raises (and so nothing is sent) when it cannot."""
+        from airflow_octorpa.exceptions import OctoRpaCallRecordError
+
+        try:
+            return self._write(CallRecord(SENDING, self._generation, time.time(), webhook, robot))
+        except Exception as err:
+            raise OctoRpaCallRecordError(
+                f"Could not record the Octopus RPA call before sending it ({type(err).__name__}: {err}), so it "
+                "was not sent: without the record a retry could not tell whether it started a run. Check that "
+                "Airflow's metadata database (and on Airflow 3 the API server) is reachable; the task's retries "
+                "send it once it is."
+            ) from err
 
     def started(self, record: CallRecord, result: dict[str, Any]) -> None:
         self._write(CallRecord(STARTED, record.generation, record.sent_at, record.webhook, record.robot, result))
@@ -98,15 +230,23 @@ class CallLedger:
 
     def not_started(self) -> None:
         if self._store is not None:
-            self._store.delete(RECORD_KEY)
+            self._store.erase()
 
     def _write(self, record: CallRecord) -> CallRecord:
         if self._store is not None:
-            from airflow.sdk.execution_time.context import NEVER_EXPIRE
-
-            # Never expire: a record that vanished would let a late retry trigger a second run.
-            self._store.set(RECORD_KEY, asdict(record), retention=NEVER_EXPIRE)
+            self._store.write(asdict(record))
         return record
+
+
+def record_store(context: Any) -> RecordStore | None:
+    """Where this task instance keeps its record: the task state store, else a Variable."""
+    if (store := context.get("task_state_store")) is not None:
+        return TaskStateRecords(store)
+    ti = context.get("ti")
+    if ti is None or not getattr(ti, "run_id", None):
+        return None
+    map_index = getattr(ti, "map_index", -1)
+    return VariableRecords(ti.dag_id, ti.run_id, ti.task_id, map_index if isinstance(map_index, int) else -1)
 
 
 def _parse(raw: Any) -> CallRecord | None:

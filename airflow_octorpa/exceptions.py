@@ -214,3 +214,11 @@ class OctoRpaTryLaterError(OctoRpaError):
             f"its retries send the call later (not before {when}). Give the task retries with a retry_delay "
             "that long, or trigger it again then."
         )
+
+
+class OctoRpaCallRecordError(OctoRpaError):
+    """The call could not be recorded before it was sent, so it was not sent.
+
+    Without the record a retry could not know whether this try started a run. The task's retries
+    may try again once the metadata database (or, on Airflow 3, the API server) answers.
+    """

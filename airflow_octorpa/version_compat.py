@@ -16,6 +16,11 @@ def current_dag_and_group(dag: Any = None, group: Any = None) -> tuple[Any, Any]
     except ImportError:  # Airflow 2
         from airflow.models.dag import DagContext  # type: ignore[no-redef]
         from airflow.utils.task_group import TaskGroupContext  # type: ignore[no-redef]
+
+        dag = dag or DagContext.get_current_dag()
+        if group is None and dag is not None:
+            group = TaskGroupContext.get_current_task_group(dag)  # type: ignore[attr-defined]
+        return dag, group
     dag = dag or DagContext.get_current()
     if group is None and dag is not None:
         group = TaskGroupContext.get_current(dag)

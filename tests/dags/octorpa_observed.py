@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import DAG
+from airflow.providers.common.compat.sdk import DAG
 
 from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
 

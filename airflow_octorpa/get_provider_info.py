@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_octorpa import __version__
+from airflow_octorpa.hooks.connection_form import conn_fields, ui_field_behaviour_metadata
 
 DOCUMENTATION_URL = "https://pypi.org/project/airflow-provider-octorpa/#description"
 
@@ -44,56 +45,15 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_octorpa.triggers.octorpa"],
             }
         ],
+        # Removes the call records that Airflow before 3.3 keeps in Variables once their DAG run ends.
+        "plugins": [{"name": "octorpa", "plugin-class": "airflow_octorpa.plugins.call_records.OctoRpaPlugin"}],
         "connection-types": [
             {
                 "hook-class-name": "airflow_octorpa.hooks.octorpa.OctoRpaHook",
                 "hook-name": "八爪鱼RPA (Octopus RPA) Webhook",
                 "connection-type": "octorpa",
-                "conn-fields": {
-                    "bot_id": {
-                        "label": "Robot ID (机器人ID)",
-                        "schema": {"type": ["string", "null"]},
-                        "description": "Optional. The robot that runs the app; a task's bot_id "
-                        "overrides it. Empty: the robot chosen on the trigger.",
-                    },
-                    "timeout": {
-                        "label": "Timeout (seconds)",
-                        "schema": {"type": ["number", "null"], "default": 30, "exclusiveMinimum": 0},
-                        "description": "Seconds to wait for the webhook to answer.",
-                    },
-                    "rate_limits": {
-                        "label": "Rate limits",
-                        "schema": {"type": ["string", "null"], "default": "5/second;20/minute"},
-                        "description": "The account's call limits in the 'limits' package notation.",
-                    },
-                    "pool": {
-                        "label": "Pool",
-                        "schema": {"type": ["string", "null"], "default": "octorpa"},
-                        "description": "The Airflow pool every call of this account runs in.",
-                    },
-                    "pool_size": {
-                        "label": "Pool size",
-                        "schema": {"type": ["integer", "null"], "default": 5, "minimum": 1},
-                        "description": "That pool's slot count (not Airflow's slots per task); each call "
-                        "keeps its slot long enough for the rate limits to hold.",
-                    },
-                },
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "login", "port", "extra"],
-                    "relabeling": {
-                        "host": "Webhook URL (Webhook地址)",
-                        "password": "Signing secret (签名密钥)",
-                    },
-                    "placeholders": {
-                        "host": "https://api-rpa.bazhuayu.com/api/v1/bots/webhooks/<webhookId>/invoke",
-                        "password": "Empty when the trigger's signature check is off",
-                        "bot_id": "Robot ID from the enterprise console",
-                        "timeout": "30",
-                        "rate_limits": "5/second;20/minute",
-                        "pool": "octorpa",
-                        "pool_size": "5",
-                    },
-                },
+                "conn-fields": conn_fields(),
+                "ui-field-behaviour": ui_field_behaviour_metadata(),
             }
         ],
     }

@@ -284,6 +284,9 @@ def test_robot_id_must_be_a_string(emulator, order_conn):
         ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"pool_size": "five"}}, "pool_size 'five'"),
         ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"pool_size": 0}}, "pool_size 0"),
         ({"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"pool_size": 8}}, "at most 5 slots"),
+        # A Port beside a whole URL may only repeat the URL's own: calls go where the URL says.
+        ({"conn_type": "octorpa", "host": "https://h.invalid/x", "port": 8443}, "set the port to 443"),
+        ({"conn_type": "octorpa", "host": "http://127.0.0.1:9/x", "port": 80}, "set the port to 9"),
         # The extra's old name, which reads like Airflow's slots per task, is refused by name.
         (
             {"conn_type": "octorpa", "host": "http://127.0.0.1/x", "extra": {"pool_slots": 1}},
@@ -342,6 +345,13 @@ def test_uri_form_connection(emulator, monkeypatch):
 
 
 # -- test_connection never starts a run ---------------------------------------------------------
+
+
+def test_a_port_that_repeats_the_urls_is_accepted(emulator, monkeypatch):
+    url = emulator.webhook_url(ORDER_WEBHOOK)
+    conn = json.loads(connection_json(url, ORDER_SECRET))
+    hook = _set_conn(monkeypatch, json.dumps({**conn, "port": emulator.port}))
+    assert hook.config.url == url and hook.trigger({"订单号": "P-1"}).flow_process_no
 
 
 def test_test_connection_reaches_host_without_posting(emulator, order_conn):

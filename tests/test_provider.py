@@ -40,11 +40,15 @@ def test_hook_identity():
 
 def test_providers_manager_knows_the_hook_and_the_connection_form():
     from airflow.providers_manager import ProvidersManager
-    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+    try:  # Airflow 3.2+: tasks read hooks through the Task SDK's own manager
+        from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime as HookManager
+    except ImportError:
+        HookManager = ProvidersManager
 
     manager = ProvidersManager()
     assert "airflow-provider-octorpa" in manager.providers
-    hook_info = ProvidersManagerTaskRuntime().hooks["octorpa"]
+    hook_info = HookManager().hooks["octorpa"]
     assert hook_info.hook_class_name == "airflow_octorpa.hooks.octorpa.OctoRpaHook"
     assert hook_info.connection_id_attribute_name == "octorpa_conn_id"
     behaviour = manager.field_behaviours["octorpa"]
@@ -71,15 +75,49 @@ def test_the_trigger_is_listed_and_importable():
 def test_airflow_cli_lists_the_provider_and_connection_type(airflow_db):
     listed = airflow_cli("providers", "list", "--output", "json")
     assert listed.returncode == 0, listed.stderr
-    assert any(p["package_name"] == "airflow-provider-octorpa" for p in json.loads(listed.stdout))
+    assert any(p["package_name"] == "airflow-provider-octorpa" for p in _json_output(listed.stdout))
     hooks = airflow_cli("providers", "hooks", "--output", "json")
     assert hooks.returncode == 0, hooks.stderr
-    assert any(h["connection_type"] == "octorpa" for h in json.loads(hooks.stdout))
+    assert any(h["connection_type"] == "octorpa" for h in _json_output(hooks.stdout))
+
+
+def _json_output(stdout: str) -> list:
+    """The JSON list a CLI command printed, among the log lines some Airflow versions print too."""
+    decoder = json.JSONDecoder()
+    for line_start in (i for i, char in enumerate(stdout) if char == "[" and (i == 0 or stdout[i - 1] == "\n")):
+        try:
+            value, _ = decoder.raw_decode(stdout, line_start)
+        except ValueError:
+            continue
+        if isinstance(value, list):
+            return value
+    raise AssertionError(f"no JSON list in the output: {stdout[-2000:]}")
 
 
 def test_connection_of_the_type_builds_the_hook(monkeypatch):
-    from airflow.sdk import Connection
+    from airflow.providers.common.compat.sdk import Connection
 
     conn = Connection(conn_id="octorpa_x", conn_type="octorpa", host="https://h/api/v1/bots/webhooks/1/invoke")
     hook = conn.get_hook()
     assert isinstance(hook, OctoRpaHook) and hook.octorpa_conn_id == "octorpa_x"
+
+
+def test_the_hooks_form_methods_give_the_same_form_as_the_metadata():
+    """Airflow 2.11 and 3.0 read the form from the hook, later versions from the metadata."""
+    (connection_type,) = get_provider_info()["connection-types"]
+    fields = connection_type["conn-fields"]
+    widgets = OctoRpaHook.get_connection_form_widgets()
+    assert set(widgets) == set(fields)
+    for name, widget in widgets.items():
+        assert widget.args[0] == fields[name]["label"]  # a WTForms field: (label,) and its keywords
+        assert widget.kwargs["description"] == fields[name]["description"]
+    assert widgets["pool_size"].field_class.__name__ == "IntegerField"
+    behaviour = OctoRpaHook.get_ui_field_behaviour()
+    assert {key.replace("_", "-"): value for key, value in behaviour.items()} == connection_type["ui-field-behaviour"]
+    assert set(behaviour["placeholders"]) == {"host", "password", *fields}
+
+
+def test_the_listener_that_removes_ended_runs_records_is_a_plugin():
+    from airflow import plugins_manager
+
+    assert "octorpa" in {plugin["name"] for plugin in plugins_manager.get_plugin_info()}

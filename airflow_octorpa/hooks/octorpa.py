@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 import json
@@ -191,6 +192,20 @@ class OctoRpaHook(BaseHook):
         self.octorpa_conn_id = octorpa_conn_id
         self._timeout_override = timeout
 
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The extras' form fields, for Airflow 2.11 and 3.0 (later versions read the provider's metadata)."""
+        from airflow_octorpa.hooks.connection_form import form_widgets
+
+        return form_widgets()
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Hidden fields, labels and placeholders, for Airflow 2.11 and 3.0."""
+        from airflow_octorpa.hooks.connection_form import UI_FIELD_BEHAVIOUR
+
+        return copy.deepcopy(UI_FIELD_BEHAVIOUR)
+
     def _error(self, problem: str) -> OctoRpaConfigurationError:
         return OctoRpaConfigurationError(f"Octopus RPA connection {self.octorpa_conn_id!r} {problem}")
 
@@ -238,6 +253,7 @@ class OctoRpaHook(BaseHook):
             )
         if "://" in host:
             url = host
+            self._check_port_matches(url, port)
         else:
             netloc = f"{host}:{port}" if port else host
             url = f"{extra.get('scheme') or 'https'}://{netloc}/{(schema or '').lstrip('/')}"
@@ -247,6 +263,22 @@ class OctoRpaHook(BaseHook):
                 "from the Octopus RPA console, starting with https://."
             )
         return url
+
+    def _check_port_matches(self, url: str, port: int | None) -> None:
+        """A Port beside a whole URL is only allowed to repeat the URL's own (Airflow 3.3's connection
+        list tests a connection only when it has one); a different one would be silently ignored."""
+        if not port:
+            return
+        try:
+            parts = urlsplit(url)
+            url_port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+        except ValueError:
+            return  # the URL itself is refused below
+        if int(port) != url_port:
+            raise self._error(
+                f"has the port {port} beside the webhook URL {url!r}, whose port is {url_port}. The URL in the "
+                f"Host field decides where calls go: set the port to {url_port} or leave it empty."
+            )
 
     def _extra_bot_id(self, extra: dict) -> str | None:
         bot_id = extra.get("bot_id")

@@ -4,13 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint test-distributed bench venv clean
+.PHONY: demo test lint test-compat test-ui test-distributed bench venv clean
 
 # Airflow is pinned by constraints.txt, as Airflow's own constraint files pin it.
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[test,lint,openlineage,distributed]"
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[test,lint,openlineage,distributed,ui]"
 	touch $(INSTALLED)
 
 venv: $(INSTALLED)
@@ -27,13 +27,23 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The version-independent tests on Airflow 2.11.2, 3.0.6, 3.1.8, 3.2.2 and 3.3.2, each in its own
+# .venv-af<version> pinned by constraints/airflow-<version>.txt; one "compat:" line per version.
+test-compat: $(INSTALLED)
+	$(BIN)/python scripts/test_compat.py
+
+# The connection form of Airflow 2.11, 3.0 and 3.3 in headless Chromium (Debian's, installed where
+# missing, with a CJK font); screenshots go to docs/.
+test-ui: $(INSTALLED)
+	$(BIN)/python -m pytest tests_ui -p no:cacheprovider -o testpaths=tests_ui
+
 # The CeleryExecutor on PostgreSQL and Redis (installed from Debian's packages where missing), two
 # schedulers, two workers, a triggerer: the limits and "never twice" while components die.
 test-distributed: $(INSTALLED)
 	$(BIN)/python -m pytest tests_distributed -p no:cacheprovider -s -o testpaths=tests_distributed
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .hypothesis .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-af* .demo .pytest_cache .hypothesis .mypy_cache .ruff_cache *.egg-info
 
 # Not part of `make test`: ratios against baselines measured in the same run (see benchmarks/).
 bench: $(INSTALLED)

@@ -1,5 +1,6 @@
-"""PostgreSQL and Redis for the distributed suite: installed from Debian's packages where missing,
-started on free loopback ports in a temporary folder, stopped whatever happens.
+"""PostgreSQL and Redis for the suites that need them (the distributed suite, Airflow 2's real
+components), and the browser for the UI suite: installed from Debian's packages where missing;
+the servers are started on free loopback ports in a temporary folder, stopped whatever happens.
 
 Neither runs as root: run by root, each runs as the user its Debian package creates (``postgres``,
 ``redis``), in a folder of its own under the system's temporary folder that only that user owns.
@@ -40,7 +41,10 @@ def ensure_installed(packages: dict[str, str]) -> str | None:
 
 
 def _find_program(program: str) -> str | None:
-    """A program on PATH, or in PostgreSQL's versioned folder (Debian keeps initdb there)."""
+    """A program on PATH, or in PostgreSQL's versioned folder (Debian keeps initdb there); an
+    absolute path (a font, say) is looked for as it is."""
+    if os.path.isabs(program):
+        return program if os.path.exists(program) else None
     found = shutil.which(program)
     if found:
         return found

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from airflow_helpers import task_states, xcom_return_values
+from airflow_helpers import dag_bag, task_states, xcom_return_values
 from conftest import EXAMPLE_DAGS
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -11,9 +11,7 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 
 @pytest.fixture(scope="module")
 def dagbag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=EXAMPLE_DAGS)
+    return dag_bag(EXAMPLE_DAGS)
 
 
 def test_example_dags_load_without_import_errors(dagbag):

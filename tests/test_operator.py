@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 
 
 def _dag(dag_id: str, **kwargs):
-    from airflow.sdk import DAG
+    from airflow.providers.common.compat.sdk import DAG
 
     return DAG(dag_id=dag_id, schedule=None, start_date=START, catchup=False, **kwargs)
 
@@ -45,7 +45,7 @@ def test_literal_values_keep_their_type_and_result_lands_in_xcom(emulator, order
 
 
 def test_xcomargs_resolve_to_native_values_nested_included(emulator, order_conn):
-    from airflow.sdk import task
+    from airflow.providers.common.compat.sdk import task
 
     with _dag("op_xcomargs") as dag:
 
@@ -75,7 +75,7 @@ def test_xcomargs_resolve_to_native_values_nested_included(emulator, order_conn)
 
 @pytest.mark.parametrize(("native", "expected"), [(False, "10"), (True, 10)])
 def test_jinja_strings_render_to_strings_unless_the_dag_renders_native(emulator, order_conn, native, expected):
-    from airflow.sdk import task
+    from airflow.providers.common.compat.sdk import task
 
     with _dag(f"op_jinja_native_{native}", render_template_as_native_obj=native) as dag:
 
@@ -96,7 +96,7 @@ def test_jinja_strings_render_to_strings_unless_the_dag_renders_native(emulator,
 
 
 def test_whole_app_params_template_renders_to_a_mapping(emulator, order_conn):
-    from airflow.sdk import task
+    from airflow.providers.common.compat.sdk import task
 
     with _dag("op_whole_template") as dag:
 
@@ -139,7 +139,7 @@ def test_rendered_app_params_refuses_what_is_not_a_mapping(value):
 
 
 def test_bot_id_is_templated(emulator, order_conn):
-    from airflow.sdk import task
+    from airflow.providers.common.compat.sdk import task
 
     with _dag("op_bot_template") as dag:
 
@@ -157,7 +157,7 @@ def test_bot_id_is_templated(emulator, order_conn):
 
 
 def test_mapped_over_orders_each_starts_one_run_in_the_pool(emulator, order_conn):
-    from airflow.sdk import task
+    from airflow.providers.common.compat.sdk import task
 
     with _dag("op_mapped") as dag:
 
@@ -184,7 +184,7 @@ def test_pool_can_be_overridden_and_templated_fields_are_declared():
 
 
 def test_default_args_pool_wins_over_the_operator_default_mapped_or_not():
-    from airflow.sdk import TaskGroup
+    from airflow.providers.common.compat.sdk import TaskGroup
 
     with _dag("op_default_args_pool", default_args={"pool": "team_pool"}):
         op = OctoRpaTriggerOperator(task_id="t")

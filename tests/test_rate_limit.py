@@ -73,15 +73,16 @@ def test_outcomes_are_classified_in_one_place():
 
 @pytest.mark.usefixtures("airflow_db")
 def test_rate_limited_call_is_resent_after_retry_after_and_starts_once(emulator, monkeypatch):
-    # The service allows 1 call per 2 s; the connection believes in more, so the second task
-    # is refused once and must wait for the window before its one run starts.
-    emulator.state.configure(rate_limits="1/2 seconds")
+    # The service allows 1 call per 6 s (the second task's call comes well within them, however slow
+    # the machine); the connection believes in more, so the second task is refused once and must
+    # wait for the window before its one run starts.
+    emulator.state.configure(rate_limits="1/6 seconds")
     monkeypatch.setenv(
         "AIRFLOW_CONN_OCTORPA_DEFAULT",
         connection_json(emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET, rate_limits="100/second"),
     )
     try:
-        from airflow.sdk import DAG
+        from airflow.providers.common.compat.sdk import DAG
 
         with DAG("rl_resend", schedule=None, start_date=START) as dag:
             first = OctoRpaTriggerOperator(task_id="first", app_params={"订单号": "A"})
@@ -142,7 +143,7 @@ def test_deferrable_mode_gives_the_same_result_as_worker_mode(emulator, monkeypa
         "AIRFLOW_CONN_OCTORPA_DEFAULT",
         connection_json(emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET, rate_limits="1/8 seconds", pool_size=1),
     )
-    from airflow.sdk import DAG
+    from airflow.providers.common.compat.sdk import DAG
 
     with DAG("rl_deferrable", schedule=None, start_date=START) as dag:
         OctoRpaTriggerOperator(task_id="deferred", app_params={"订单号": "D"}, deferrable=True)

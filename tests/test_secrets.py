@@ -36,7 +36,7 @@ def _everything_airflow_stored(dag_runs) -> str:
 
 def test_no_secret_or_sign_anywhere_airflow_writes(emulator, order_conn, monkeypatch, capfd):
     from airflow.dag_processing.dagbag import DagBag
-    from airflow.sdk import DAG
+    from airflow.providers.common.compat.sdk import DAG
 
     bag = DagBag(dag_folder=EXAMPLE_DAGS)
     dag_runs = [bag.dags[dag_id].test() for dag_id in ("example_octorpa_order", "example_octorpa_mapped_orders")]

@@ -66,7 +66,7 @@ def test_body_round_trips_through_json_with_types_intact(params, secret, bot):
     secret=st.text(min_size=1).filter(lambda s: "\x00" not in s),
     robot=st.none() | st.just("robot-warehouse-01"),
 )
-def test_any_unicode_call_passes_the_services_verification(emulator, params, secret, robot):
+def test_any_unicode_call_passes_the_services_verification(emulator, forget_masked_secrets, params, secret, robot):
     """Through HTTP: the emulator checks the signature itself and records exactly what it read."""
     import os
 

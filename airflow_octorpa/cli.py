@@ -29,10 +29,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE
+    _airflow_logs_to_stderr()
     try:
         return int(args.run(args))
     except _UsageError as err:
         return _fail(EXIT_USAGE, str(err))
+
+
+def _airflow_logs_to_stderr() -> None:
+    """Airflow 2 logs to standard output, where this command prints its answers (JSON, a signature)."""
+    import logging
+
+    import airflow  # noqa: F401  (sets up Airflow's logging)
+
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if getattr(handler, "_use_stderr", True) is False:  # Airflow 2's RedirectStdHandler("stdout")
+                handler._use_stderr = True
+            elif isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+                handler.setStream(sys.stderr)
 
 
 class _UsageError(Exception):

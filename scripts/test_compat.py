@@ -46,6 +46,8 @@ TESTS = (
     "tests/test_trigger.py",
     "tests/test_example_dags.py",
     "tests/test_provider.py",
+    "tests/test_cli.py",
+    "tests/test_secrets.py",
     # Through real components: the burst (the rate-limit proof) and a task process killed after its
     # call. The scheduler tests' other two (modes, random faults) run in `make test` on 3.3.
     "tests/test_scheduler.py::test_burst_from_two_dags_is_delivered_once_each_and_never_refused",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
-from airflow_helpers import run_dag
+from airflow_helpers import dag_bag, run_dag
 from conftest import EXAMPLE_DAGS, FAST_LIMITS, ORDER_SECRET, ORDER_WEBHOOK, connection_json
 
 from airflow_octorpa.emulator import expected_sign
@@ -16,35 +18,45 @@ WRONG_SECRET = "wrong-secret-for-the-scan"
 
 
 def _everything_airflow_stored(dag_runs) -> str:
-    """Rendered fields, XComs and task state records of the runs, as one text."""
+    """Rendered fields, XComs, task state records and call-record Variables of the runs, as one text."""
     from airflow.models.renderedtifields import RenderedTaskInstanceFields as RTIF
-    from airflow.models.task_state_store import TaskStateStoreModel
-    from airflow.models.xcom import XComModel
+    from airflow.models.variable import Variable
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
+    try:
+        from airflow.models.xcom import XComModel as XCom
+    except ImportError:  # Airflow 2
+        from airflow.models.xcom import XCom  # type: ignore[no-redef]
+    models = [RTIF, XCom]
+    try:
+        from airflow.models.task_state_store import TaskStateStoreModel
+
+        models.append(TaskStateStoreModel)
+    except ImportError:  # before Airflow 3.3 the records are Variables
+        pass
     parts = []
     with create_session() as session:
         for dag_run in dag_runs:
-            for model in (RTIF, XComModel, TaskStateStoreModel):
+            for model in models:
                 rows = session.scalars(
                     select(model).where(model.dag_id == dag_run.dag_id, model.run_id == dag_run.run_id)
                 ).all()
                 parts += [repr({c.name: getattr(row, c.key, None) for c in model.__table__.columns}) for row in rows]
+        parts += [f"{row.key}={row.val}" for row in session.scalars(select(Variable)).all()]
     return "\n".join(parts)
 
 
 def test_no_secret_or_sign_anywhere_airflow_writes(emulator, order_conn, monkeypatch, capfd):
-    from airflow.dag_processing.dagbag import DagBag
     from airflow.providers.common.compat.sdk import DAG
 
-    bag = DagBag(dag_folder=EXAMPLE_DAGS)
+    bag = dag_bag(EXAMPLE_DAGS)
     dag_runs = [bag.dags[dag_id].test() for dag_id in ("example_octorpa_order", "example_octorpa_mapped_orders")]
     monkeypatch.setenv(
         "AIRFLOW_CONN_OCTORPA_WRONG",
         connection_json(emulator.webhook_url(ORDER_WEBHOOK), WRONG_SECRET, rate_limits=FAST_LIMITS),
     )
-    with DAG("secrets_failing", schedule=None) as failing:
+    with DAG("secrets_failing", schedule=None, start_date=datetime.datetime(2026, 1, 1)) as failing:
         OctoRpaTriggerOperator(task_id="trigger", octorpa_conn_id="octorpa_wrong", app_params={"订单号": "SO-X"})
     dag_runs.append(run_dag(failing))
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_output import json_output
 from conftest import ORDER_SECRET, ORDER_WEBHOOK, VENDOR_SECRET, VENDOR_WEBHOOK, airflow_cli, connection_json
 
 from airflow_octorpa.cli import CallLog, _split_param
@@ -126,7 +127,7 @@ def test_pool_prints_what_airflow_pools_import_reads(emulator, tmp_path, airflow
     (tmp_path / "pool.json").write_text(done.stdout)
     imported = airflow_cli("pools", "import", str(tmp_path / "pool.json"))
     assert imported.returncode == 0, imported.stderr
-    listed = json.loads(airflow_cli("pools", "get", "team_rpa", "--output", "json").stdout)
+    listed = json_output(airflow_cli("pools", "get", "team_rpa", "--output", "json").stdout)
     assert listed[0]["slots"] == "4" or listed[0]["slots"] == 4
 
 

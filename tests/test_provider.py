@@ -8,6 +8,7 @@ from pathlib import Path
 
 import airflow
 import pytest
+from cli_output import json_output
 from conftest import airflow_cli
 
 from airflow_octorpa.get_provider_info import get_provider_info
@@ -75,23 +76,10 @@ def test_the_trigger_is_listed_and_importable():
 def test_airflow_cli_lists_the_provider_and_connection_type(airflow_db):
     listed = airflow_cli("providers", "list", "--output", "json")
     assert listed.returncode == 0, listed.stderr
-    assert any(p["package_name"] == "airflow-provider-octorpa" for p in _json_output(listed.stdout))
+    assert any(p["package_name"] == "airflow-provider-octorpa" for p in json_output(listed.stdout))
     hooks = airflow_cli("providers", "hooks", "--output", "json")
     assert hooks.returncode == 0, hooks.stderr
-    assert any(h["connection_type"] == "octorpa" for h in _json_output(hooks.stdout))
-
-
-def _json_output(stdout: str) -> list:
-    """The JSON list a CLI command printed, among the log lines some Airflow versions print too."""
-    decoder = json.JSONDecoder()
-    for line_start in (i for i, char in enumerate(stdout) if char == "[" and (i == 0 or stdout[i - 1] == "\n")):
-        try:
-            value, _ = decoder.raw_decode(stdout, line_start)
-        except ValueError:
-            continue
-        if isinstance(value, list):
-            return value
-    raise AssertionError(f"no JSON list in the output: {stdout[-2000:]}")
+    assert any(h["connection_type"] == "octorpa" for h in json_output(hooks.stdout))
 
 
 def test_connection_of_the_type_builds_the_hook(monkeypatch):

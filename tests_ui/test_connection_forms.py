@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from airflow_cluster import free_port, kill, pids_whose  # noqa: E402
+from cli_output import json_output  # noqa: E402
 from services import ensure_installed  # noqa: E402
 from test_compat import ensure_venv  # noqa: E402
 
@@ -168,7 +169,7 @@ class AirflowUi:
 
     def stored_connection(self, conn_id: str) -> dict[str, Any]:
         """The connection as this Airflow's CLI reads it back, and the settings its hook makes of it."""
-        (stored,) = _json_list(self.cli("connections", "get", conn_id, "--output", "json"))
+        (stored,) = json_output(self.cli("connections", "get", conn_id, "--output", "json"))
         as_env = {k: stored[k] for k in ("conn_type", "host", "port", "password") if stored.get(k) is not None}
         as_env["extra"] = stored["extra_dejson"]
         script = (
@@ -186,12 +187,6 @@ class AirflowUi:
         )
         assert done.returncode == 0, done.stderr[-3000:]
         return {**stored, "hook": json.loads(done.stdout.strip().splitlines()[-1])}
-
-
-def _json_list(stdout: str) -> list[Any]:
-    """The JSON list a CLI command printed, among the log lines some Airflow versions print too."""
-    line = next(line for line in stdout.splitlines() if line.startswith("[{"))
-    return json.loads(line)
 
 
 def _answers(url: str) -> bool:

@@ -370,13 +370,18 @@ class OctoRpaHook(BaseHook):
     def send(self, call: PreparedCall) -> TriggerResult:
         """Sign ``call`` with the current time and send it once."""
         config = self.config
-        body = build_payload(call.params, secret=config.secret, bot_id=call.bot_id)
-        data = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
-        response = self._post(config, data)
+        # No local of this frame holds the signed body: tracebacks that show locals (Airflow 3.0's
+        # console) would print its sign.
+        response = self._post(config, self._signed_body(call, config))
         result = self._result(response) if 200 <= response.status_code < 300 else None
         if result is None:
             raise self._webhook_error(response)
         return result
+
+    @staticmethod
+    def _signed_body(call: PreparedCall, config: OctoRpaWebhookConfig) -> bytes:
+        body = build_payload(call.params, secret=config.secret, bot_id=call.bot_id)
+        return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
 
     def _post(self, config: OctoRpaWebhookConfig, data: bytes) -> requests.Response:
         import requests
@@ -384,6 +389,7 @@ class OctoRpaHook(BaseHook):
         try:
             return self.session.post(config.url, data=data, timeout=config.timeout, allow_redirects=False)
         except requests.RequestException as err:
+            del data  # the signed body, out of the traceback's locals
             # Only a failure to connect proves the request never left; anything later (a read
             # timeout, a reset, a broken or undecodable body) may have reached the service and
             # started a run.

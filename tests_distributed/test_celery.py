@@ -110,20 +110,23 @@ def test_burst_from_two_dags_on_both_workers(cluster, emulator):
 def test_a_worker_killed_mid_call_and_mid_hold(cluster, emulator):
     _start(cluster, emulator, "worker-dies", 15)
     cluster.wait_for(lambda: len(emulator.state.snapshot("calls")) >= 8, 300, "the first rounds of calls")
+    # A worker-mode task keeps its slot (and stays running) on its worker for the hold; a deferred one
+    # may leave for the triggerer at any moment, so what died is read after the kill.
     cluster.wait_for(
         lambda: cluster._query(
-            "SELECT 1 FROM task_instance WHERE run_id = 'worker-dies' AND state = 'running' AND hostname = 'worker-1'"
+            "SELECT 1 FROM task_instance WHERE run_id = 'worker-dies' AND state = 'running' AND hostname = 'worker-1' "
+            "AND dag_id = 'octorpa_burst_worker'"
         ),
         120,
-        "a trigger task running on worker-1",
+        "a worker-mode trigger task running on worker-1",
     )
+    cluster.kill("worker-1")
     killed = set(
         cluster._query(
             "SELECT dag_id, map_index FROM task_instance WHERE run_id = 'worker-dies' AND task_id = 'trigger' "
             "AND state = 'running' AND hostname = 'worker-1'"
         )
     )
-    cluster.kill("worker-1")
     try:
         result = _finish(cluster, emulator, "worker-dies", 15)
     finally:

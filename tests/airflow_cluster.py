@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,25 +152,8 @@ class AirflowCluster:
         process.wait()
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            _signal_group(process, signal.SIGTERM)
-        deadline = time.monotonic() + _GRACE_SECONDS
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for process in self.processes.values():
-            _signal_group(process, signal.SIGKILL)  # the group: LocalExecutor workers and task processes too
-            process.wait()
-        self._kill_strays()
-
-    def _kill_strays(self) -> None:
-        """Kill what left its group (task supervisors start sessions of their own): every process
-        whose environment names this cluster's private AIRFLOW_HOME."""
-        for pid in pids_whose("environ", f"AIRFLOW_HOME={self.home}"):
-            if pid != os.getpid():
-                kill(pid)
+        stop_groups(self.processes.values())
+        kill_processes_of_home(self.home)
 
     def __enter__(self) -> AirflowCluster:
         return self
@@ -283,6 +267,32 @@ def kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def stop_groups(processes: Iterable[subprocess.Popen]) -> None:
+    """SIGTERM each process's group, then SIGKILL it after the grace period (the scheduler may
+    ignore SIGTERM while its workers finish); the group holds LocalExecutor workers and task
+    processes too."""
+    processes = list(processes)
+    for process in processes:
+        _signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + _GRACE_SECONDS
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for process in processes:
+        _signal_group(process, signal.SIGKILL)
+        process.wait()
+
+
+def kill_processes_of_home(home: Path) -> None:
+    """Kill what left its group (task supervisors start sessions of their own): every process
+    whose environment names this private AIRFLOW_HOME."""
+    for pid in pids_whose("environ", f"AIRFLOW_HOME={home}"):
+        if pid != os.getpid():
+            kill(pid)
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:

@@ -16,12 +16,10 @@ Airflow 3.0's UI has none, so there ``airflow connections test`` does), and save
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from airflow_cluster import free_port, kill, pids_whose  # noqa: E402
+from airflow_cluster import free_port, kill_processes_of_home, stop_groups  # noqa: E402
 from cli_output import json_output  # noqa: E402
 from services import ensure_installed  # noqa: E402
 from test_compat import ensure_venv  # noqa: E402
@@ -62,7 +60,6 @@ HELP = {
     "bot_id": "a task's bot_id overrides it",
     "pool_size": "not Airflow's slots per task",
 }
-_GRACE_SECONDS = 15.0
 
 
 @pytest.fixture(scope="session")
@@ -151,18 +148,8 @@ class AirflowUi:
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                pass
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        for pid in pids_whose("environ", f"AIRFLOW_HOME={self.home}"):
-            if pid != os.getpid():
-                kill(pid)
+            stop_groups([self.process])
+        kill_processes_of_home(self.home)
 
     def log_tail(self) -> str:
         return (self.home / "server.log").read_text(errors="replace")[-4000:]

@@ -15,11 +15,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from airflow_cluster import AirflowCluster, kill, pids_whose
+from airflow_cluster import OTHER_CLOCK, AirflowCluster, can_run_on_other_clock, component, kill, pids_whose
 from airflow_helpers import AIRFLOW_V_3, AIRFLOW_VERSION
 from conftest import ORDER_SECRET, ORDER_WEBHOOK
 from fault_load import run_fault_load
 from limits_check import SCALED_LIMITS, scaled_emulator, within
+
+from airflow_octorpa.rate_limit import hold_seconds
 
 N_PER_DAG = 24
 # Airflow 3.0's task supervisor marks a task whose process died of a signal FAILED, without retries.
@@ -114,7 +116,36 @@ def test_burst_from_two_dags_is_delivered_once_each_and_never_refused(scaled_emu
             assert by_number[value["flow_process_no"]] == f"{mode}-{index:03d}"
     # No moving window ever held more than the limits (the emulator refused none, and this says why).
     assert within(sorted(c["received_at"] for c in calls), SCALED_LIMITS)
+    assert _min_gap_five_calls_apart(calls) >= hold_seconds(SCALED_LIMITS, 5)
+    # The triggerer shares the workers' host, so each deferred hold ended when the worker's would.
+    assert "to the end of the hold the worker began" in _task_log(cluster, "octorpa_burst_deferred", "burst")
     print(f"{2 * N_PER_DAG} triggers through the scheduler in {took:.1f} s")
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not can_run_on_other_clock(), reason="needs unshare --time (Linux 5.6+, root or CAP_SYS_ADMIN)")
+def test_a_triggerer_on_another_clock_times_each_hold_itself(scaled_emulator, cluster):
+    """A triggerer whose monotonic clock is not the workers' (as on another machine; here a time
+    namespace 100000 s ahead, where the worker's deadline reads as long past) waits each hold's
+    whole rest itself: no slot is handed on before its hold is over."""
+    scaled_emulator.state.reset()
+    cluster.wait_for_dags("octorpa_burst_deferred")
+    n = 10
+    cluster.kill("triggerer")
+    cluster.start_component(component("triggerer", launcher=OTHER_CLOCK))
+    try:
+        cluster.trigger("octorpa_burst_deferred", "other-clock", {"n": n, "tag": "other-clock"})
+        state = cluster.wait_for_run("octorpa_burst_deferred", "other-clock", timeout=300)
+    finally:
+        cluster.kill("triggerer")
+        cluster.start_component(component("triggerer"))
+    assert state == "success", cluster.log_tail()
+    calls = scaled_emulator.state.snapshot("calls")
+    assert [c for c in calls if c["status"] != 200] == [] and len(calls) == n
+    # A trigger that trusted the worker's deadline would fire at once and hand its slot on early.
+    assert _min_gap_five_calls_apart(calls) >= hold_seconds(SCALED_LIMITS, 5)
+    logs = _task_log(cluster, "octorpa_burst_deferred", "other-clock")
+    assert "timed from here" in logs and "to the end of the hold the worker began" not in logs
 
 
 @pytest.mark.timeout(600)
@@ -187,6 +218,14 @@ def test_deferred_mode_ends_like_worker_mode(scaled_emulator, cluster):
     assert "(deferred)" not in _task_log(cluster, "octorpa_modes_worker", "modes")
 
 
+def _min_gap_five_calls_apart(calls: list[dict]) -> float:
+    """The least time between a call and the fifth after it. Five slots, each kept for the whole
+    hold after its call: when a call is made, one of the five before it has ended its hold, so
+    this is never under the hold."""
+    arrivals = sorted(c["received_at"] for c in calls)
+    return min(b - a for a, b in zip(arrivals, arrivals[5:], strict=False))
+
+
 def _task_process_title(cluster, dag_id: str, run_id: str) -> str:
     """What the process running the DAG run's only task calls itself."""
     if not AIRFLOW_V_3:
@@ -196,8 +235,9 @@ def _task_process_title(cluster, dag_id: str, run_id: str) -> str:
 
 
 def _task_log(cluster, dag_id: str, run_id: str) -> str:
+    """The run's task logs and their triggers' logs."""
     folder = cluster.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
-    return "".join(p.read_text(errors="replace") for p in folder.rglob("*.log"))
+    return "".join(p.read_text(errors="replace") for p in folder.rglob("*.log*") if p.is_file())
 
 
 @pytest.mark.timeout(600)

@@ -15,7 +15,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from airflow_cluster import NO_LOG_SERVER, AirflowCluster, Component  # noqa: E402
+from airflow_cluster import NO_LOG_SERVER, AirflowCluster, Component, component  # noqa: E402
 from services import PostgresServer, RedisServer, ensure_installed  # noqa: E402
 
 REQUIRED_PROGRAMS = {"initdb": "postgresql", "postgres": "postgresql", "redis-server": "redis-server"}
@@ -31,16 +31,12 @@ def worker(name: str) -> Component:
     )
 
 
-def triggerer() -> Component:
-    return Component("triggerer", ("triggerer", *NO_LOG_SERVER))
-
-
 def components() -> list[Component]:
     return [
         Component("api-server", ("api-server",)),
         *(Component(name, ("scheduler", *NO_LOG_SERVER)) for name in SCHEDULERS),
         Component("dag-processor", ("dag-processor",)),
-        triggerer(),
+        component("triggerer"),
         *(worker(name) for name in WORKERS),
     ]
 

@@ -15,7 +15,8 @@ import pytest
 from celery_deployment import celery_deployment, worker
 
 HERE = Path(__file__).resolve().parent
-from fault_load import account  # noqa: E402  (tests/ is on the path through celery_deployment)
+from airflow_cluster import component  # noqa: E402  (tests/ is on the path through celery_deployment)
+from fault_load import account  # noqa: E402
 from limits_check import SCALED_LIMITS, ideal_seconds, scaled_emulator, worst_windows  # noqa: E402
 
 # The emulator and the connection use the vendor's windows scaled down (limits_check.SCALED_LIMITS).
@@ -155,8 +156,7 @@ def test_a_scheduler_killed_mid_burst(cluster, emulator):
 
 @pytest.mark.timeout(900)
 def test_the_triggerer_restarted_during_deferred_holds(cluster, emulator):
-    from celery_deployment import triggerer
-
+    # The new triggerer is on the same host: it ends each hold when the worker's would have ended.
     _start(cluster, emulator, "triggerer-restarts", 20, modes=("deferred",))
     cluster.wait_for(
         lambda: (
@@ -170,7 +170,7 @@ def test_the_triggerer_restarted_during_deferred_holds(cluster, emulator):
     )
     calls_before = len(emulator.state.snapshot("calls"))
     cluster.kill("triggerer")
-    cluster.start_component(triggerer())
+    cluster.start_component(component("triggerer"))
     result = _finish(cluster, emulator, "triggerer-restarts", 20, modes=("deferred",))
     _assert_limits_and_once(result)
     assert result["refused"] == 0 and result["started"] == 20, result

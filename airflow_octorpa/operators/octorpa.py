@@ -24,10 +24,12 @@ from airflow_octorpa.exceptions import (
 )
 from airflow_octorpa.rate_limit import DEFAULT_POOL
 
-# Shorter holds are kept in the worker even when deferrable. Deferring costs about 2 s of slot time
-# (the triggerer's hand-off, the resume), and on Airflow 3.3 a trigger that fires within seconds of
-# the deferral can race the executor's late report of the deferral's exit (it comes up to ~5 s
-# after), which makes the scheduler fail the resumed task as "state changed externally".
+# Shorter holds are kept in the worker even when deferrable. Deferring costs slot time (the resume,
+# and the triggerer's hand-off when it is on another host), and on Airflow 3.3 a trigger that fires
+# within seconds of the deferral can race the executor's late report of the deferral's exit (it
+# comes up to ~5 s after), which makes the scheduler fail the resumed task as "state changed
+# externally". A triggerer on the worker's host fires the remaining hold after the deferral, with
+# no hand-off added: 6 s still leaves that report a second.
 _MIN_DEFERRAL_SECONDS = 6.0
 # What execution_timeout must leave beyond the call and the hold: the record's writes, the logs.
 _TIMEOUT_MARGIN_SECONDS = 5.0
@@ -180,9 +182,10 @@ class OctoRpaTriggerOperator(BaseOperator):
             from airflow_octorpa.triggers.octorpa import OctoRpaSlotHoldTrigger
 
             self.log.info("Keeping the pool slot for %.1f s (deferred) so the account's rate limits hold.", remaining)
-            # The trigger times the rest on its own clock; getting there only lengthens the hold.
+            # Ends when the hold would end here, if the triggerer shares this host's monotonic
+            # clock; else the rest is timed from the trigger's start, and getting there lengthens it.
             self.defer(
-                trigger=OctoRpaSlotHoldTrigger(hold_seconds=remaining, result=result),
+                trigger=OctoRpaSlotHoldTrigger.until(self._hold_deadline(hold), result),
                 method_name="execute_complete",
             )
         self._wait_out_hold(hold)
@@ -351,10 +354,14 @@ class OctoRpaTriggerOperator(BaseOperator):
             "risks a second run."
         )
 
-    def _hold_remaining(self, hold: float) -> float:
+    def _hold_deadline(self, hold: float) -> float:
+        """When this slot's hold ends (``time.monotonic()``): ``hold`` after the last exchange ended."""
         if self._last_exchange_end is None:
-            return 0.0
-        return max(0.0, self._last_exchange_end + hold - time.monotonic())
+            return time.monotonic()
+        return self._last_exchange_end + hold
+
+    def _hold_remaining(self, hold: float) -> float:
+        return max(0.0, self._hold_deadline(hold) - time.monotonic())
 
     def _seconds_before_resend(self, hold: float, error: BaseException | None) -> float:
         """Wait out this slot's hold and any Retry-After the service gave, whichever is later."""

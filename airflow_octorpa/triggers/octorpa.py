@@ -3,45 +3,126 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+_TIME_NAMESPACE = "/proc/self/ns/time"
+
+
+def monotonic_clock_id() -> str | None:
+    """Name the monotonic clock ``time.monotonic()`` reads here, or ``None`` if it cannot be told.
+
+    On Linux every process of one kernel boot and one time namespace reads one and the same
+    ``CLOCK_MONOTONIC``. The boot id changes at each boot; a time namespace (which may offset the
+    clock, as a restored container's does) has its own inode. Equal names mean one clock, never
+    two clocks compared; anything else (another host, another OS) gives no name.
+    """
+    if sys.platform != "linux" or time.get_clock_info("monotonic").implementation != "clock_gettime(CLOCK_MONOTONIC)":
+        return None
+    try:
+        boot = _BOOT_ID.read_text().strip()
+    except OSError:
+        return None
+    try:
+        namespace = os.readlink(_TIME_NAMESPACE)
+    except FileNotFoundError:
+        # No time namespaces on this kernel (before 5.6, or built without them): one clock a boot.
+        namespace = "time:[none]"
+    except OSError:
+        return None
+    return f"{boot}/{namespace}" if boot else None
+
 
 class OctoRpaSlotHoldTrigger(BaseTrigger):
     """
-    Sleep ``hold_seconds``, then hand the task's result back to it on a worker.
+    Wait out the rest of a slot hold, then hand the task's result back to it on a worker.
 
-    The hold is a duration timed on the triggerer's own monotonic clock, not a moment on the
-    worker's wall clock: the two machines' clocks may disagree, and a wall clock may step. A
-    triggerer that restarts runs the trigger again from its serialized arguments and so sleeps
-    the whole hold again: a restart can lengthen a hold, never shorten it.
+    The hold is never timed by comparing two clocks: a wall clock may step, and two machines'
+    clocks may disagree.
+
+    - A triggerer on the worker's host (same boot, same time namespace: ``clock`` matches) reads
+      the very monotonic clock the worker timed the call on, and ends the hold at
+      ``monotonic_deadline``, the moment the worker's own hold would have ended. The triggerer's
+      hand-off (about 1.5 s) then overlaps the hold instead of adding to it.
+    - Anywhere else the hold is ``hold_seconds`` timed from the trigger's start on the
+      triggerer's own monotonic clock, so the hand-off adds to it.
+
+    Either way a triggerer that restarts never shortens a hold: on the same host it keeps the same
+    end, elsewhere it waits the whole ``hold_seconds`` again.
 
     It only sleeps: it never calls the webhook, so running it twice cannot start a second run.
     The task resumes in ``execute_complete`` and ends there as it would in worker mode (XCom,
     listeners, mapped lengths), with ``result`` from the event.
 
-    :param hold_seconds: How much longer the task keeps its pool slot.
+    :param hold_seconds: How much longer the task keeps its pool slot, as of the deferral.
     :param result: The started run (``flow_process_no``, ``flow_id``, ``enterprise_id``).
+    :param clock: ``monotonic_clock_id()`` where ``monotonic_deadline`` was read.
+    :param monotonic_deadline: When the hold ends, on that clock.
     """
 
-    def __init__(self, hold_seconds: float, result: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        hold_seconds: float,
+        result: dict[str, Any],
+        clock: str | None = None,
+        monotonic_deadline: float | None = None,
+    ) -> None:
         super().__init__()
         self.hold_seconds = float(hold_seconds)
         self.result = result
+        self.clock = clock
+        self.monotonic_deadline = monotonic_deadline
+
+    @classmethod
+    def until(cls, monotonic_deadline: float, result: dict[str, Any]) -> OctoRpaSlotHoldTrigger:
+        """A hold that ends at ``monotonic_deadline`` on this process's ``time.monotonic()``."""
+        return cls(
+            hold_seconds=max(0.0, monotonic_deadline - time.monotonic()),
+            result=result,
+            clock=monotonic_clock_id(),
+            monotonic_deadline=monotonic_deadline,
+        )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {"hold_seconds": self.hold_seconds, "result": self.result},
+            {
+                "hold_seconds": self.hold_seconds,
+                "result": self.result,
+                "clock": self.clock,
+                "monotonic_deadline": self.monotonic_deadline,
+            },
         )
 
+    def shares_the_workers_clock(self) -> bool:
+        """Whether ``monotonic_deadline`` was read on the clock this process reads."""
+        return self.monotonic_deadline is not None and self.clock is not None and self.clock == monotonic_clock_id()
+
+    def deadline(self) -> float:
+        """When the hold ends on this process's monotonic clock."""
+        timed_here = time.monotonic() + self.hold_seconds
+        if self.monotonic_deadline is None or not self.shares_the_workers_clock():
+            return timed_here
+        return min(self.monotonic_deadline, timed_here)
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        deadline = self.deadline()
+        self.log.info(
+            "Keeping the pool slot for %.1f s more, %s.",
+            max(0.0, deadline - time.monotonic()),
+            "to the end of the hold the worker began (one clock: this host's)"
+            if self.shares_the_workers_clock()
+            else "timed from here (the worker's clock is not this host's)",
+        )
         # Sleep to the moment itself (not in whole-second steps): every late second is a second
         # the slot stays idle. asyncio's loop sleeps on the monotonic clock.
-        deadline = time.monotonic() + self.hold_seconds
         while (remaining := deadline - time.monotonic()) > 0:
             await asyncio.sleep(remaining)
         yield TriggerEvent({"status": "held", "result": self.result})

@@ -48,9 +48,11 @@ TESTS = (
     "tests/test_provider.py",
     "tests/test_cli.py",
     "tests/test_secrets.py",
-    # Through real components: the burst (the rate-limit proof) and a task process killed after its
-    # call. The scheduler tests' other two (modes, random faults) run in `make test` on 3.3.
+    # Through real components: the burst (the rate-limit proof), a triggerer on another clock and a
+    # task process killed after its call. The scheduler tests' other two (modes, random faults) run
+    # in `make test` on 3.3.
     "tests/test_scheduler.py::test_burst_from_two_dags_is_delivered_once_each_and_never_refused",
+    "tests/test_scheduler.py::test_a_triggerer_on_another_clock_times_each_hold_itself",
     "tests/test_scheduler.py::test_worker_killed_after_its_call_is_not_triggered_twice_but_a_clear_is",
 )
 EXTRAS = "test"

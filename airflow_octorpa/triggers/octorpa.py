@@ -50,7 +50,7 @@ class OctoRpaSlotHoldTrigger(BaseTrigger):
     - A triggerer on the worker's host (same boot, same time namespace: ``clock`` matches) reads
       the very monotonic clock the worker timed the call on, and ends the hold at
       ``monotonic_deadline``, the moment the worker's own hold would have ended. The triggerer's
-      hand-off (about 1.5 s) then overlaps the hold instead of adding to it.
+      hand-off (about 1.3 s) then overlaps the hold instead of adding to it.
     - Anywhere else the hold is ``hold_seconds`` timed from the trigger's start on the
       triggerer's own monotonic clock, so the hand-off adds to it.
 

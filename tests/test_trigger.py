@@ -80,6 +80,18 @@ def test_a_trigger_deferred_by_an_older_provider_times_the_whole_rest_itself():
 
 
 @ON_LINUX
+def test_a_clock_that_reads_earlier_than_the_deferral_is_not_the_workers():
+    # The same name, but the deferral (deadline less the rest) would be 100 s from now here.
+    trigger = OctoRpaSlotHoldTrigger(
+        hold_seconds=0.5, result=RESULT, clock=monotonic_clock_id(), monotonic_deadline=time.monotonic() + 100.5
+    )
+    assert not trigger.shares_the_workers_clock()
+    started = time.monotonic()
+    _first_event(trigger)
+    assert 0.5 <= time.monotonic() - started < 5
+
+
+@ON_LINUX
 def test_a_deadline_never_lengthens_past_the_rest_it_was_deferred_with():
     trigger = OctoRpaSlotHoldTrigger(
         hold_seconds=0.3, result=RESULT, clock=monotonic_clock_id(), monotonic_deadline=time.monotonic() + 50

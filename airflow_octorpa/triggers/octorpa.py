@@ -47,10 +47,11 @@ class OctoRpaSlotHoldTrigger(BaseTrigger):
     The hold is never timed by comparing two clocks: a wall clock may step, and two machines'
     clocks may disagree.
 
-    - A triggerer on the worker's host (same boot, same time namespace: ``clock`` matches) reads
-      the very monotonic clock the worker timed the call on, and ends the hold at
-      ``monotonic_deadline``, the moment the worker's own hold would have ended. The triggerer's
-      hand-off (about 1.3 s) then overlaps the hold instead of adding to it.
+    - A triggerer on the worker's host (same boot, same time namespace: ``clock`` matches, and
+      the clock reads no earlier than the deferral) reads the very monotonic clock the worker
+      timed the call on, and ends the hold at ``monotonic_deadline``, the moment the worker's own
+      hold would have ended. The triggerer's hand-off (about 1.3 s) then overlaps the hold
+      instead of adding to it.
     - Anywhere else the hold is ``hold_seconds`` timed from the trigger's start on the
       triggerer's own monotonic clock, so the hand-off adds to it.
 
@@ -103,7 +104,11 @@ class OctoRpaSlotHoldTrigger(BaseTrigger):
 
     def shares_the_workers_clock(self) -> bool:
         """Whether ``monotonic_deadline`` was read on the clock this process reads."""
-        return self.monotonic_deadline is not None and self.clock is not None and self.clock == monotonic_clock_id()
+        if self.monotonic_deadline is None or self.clock is None or self.clock != monotonic_clock_id():
+            return False
+        # A clock that reads earlier than the deferral is not the worker's, whatever /proc says
+        # (a sandbox may make up its boot id): then the rest is timed here.
+        return time.monotonic() >= self.monotonic_deadline - self.hold_seconds
 
     def deadline(self) -> float:
         """When the hold ends on this process's monotonic clock."""

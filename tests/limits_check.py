@@ -54,3 +54,11 @@ def worst_windows(arrivals: list[float], limits: str) -> dict[str, tuple[int, in
 
 def within(arrivals: list[float], limits: str) -> bool:
     return all(worst <= amount for worst, amount in worst_windows(arrivals, limits).values())
+
+
+def min_gap(arrivals: list[float], slots: int) -> float:
+    """The least time between a call and the ``slots``-th after it. Each slot is kept for the whole
+    hold after its call: when a call is made, one of the ``slots`` before it has ended its hold, so
+    this is never under the hold."""
+    ordered = sorted(arrivals)
+    return min(b - a for a, b in zip(ordered, ordered[slots:], strict=False))

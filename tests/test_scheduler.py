@@ -19,7 +19,7 @@ from airflow_cluster import OTHER_CLOCK, AirflowCluster, can_run_on_other_clock,
 from airflow_helpers import AIRFLOW_V_3, AIRFLOW_VERSION
 from conftest import ORDER_SECRET, ORDER_WEBHOOK
 from fault_load import run_fault_load
-from limits_check import SCALED_LIMITS, scaled_emulator, within
+from limits_check import SCALED_LIMITS, min_gap, scaled_emulator, within
 
 from airflow_octorpa.rate_limit import hold_seconds
 
@@ -116,7 +116,7 @@ def test_burst_from_two_dags_is_delivered_once_each_and_never_refused(scaled_emu
             assert by_number[value["flow_process_no"]] == f"{mode}-{index:03d}"
     # No moving window ever held more than the limits (the emulator refused none, and this says why).
     assert within(sorted(c["received_at"] for c in calls), SCALED_LIMITS)
-    assert _min_gap_five_calls_apart(calls) >= hold_seconds(SCALED_LIMITS, 5)
+    assert min_gap([c["received_at"] for c in calls], 5) >= hold_seconds(SCALED_LIMITS, 5)
     # The triggerer shares the workers' host, so each deferred hold ended when the worker's would.
     assert "to the end of the hold the worker began" in _task_log(cluster, "octorpa_burst_deferred", "burst")
     print(f"{2 * N_PER_DAG} triggers through the scheduler in {took:.1f} s")
@@ -143,7 +143,7 @@ def test_a_triggerer_on_another_clock_times_each_hold_itself(scaled_emulator, cl
     calls = scaled_emulator.state.snapshot("calls")
     assert [c for c in calls if c["status"] != 200] == [] and len(calls) == n
     # A trigger that trusted the worker's deadline would fire at once and hand its slot on early.
-    assert _min_gap_five_calls_apart(calls) >= hold_seconds(SCALED_LIMITS, 5)
+    assert min_gap([c["received_at"] for c in calls], 5) >= hold_seconds(SCALED_LIMITS, 5)
     logs = _task_log(cluster, "octorpa_burst_deferred", "other-clock")
     assert "timed from here" in logs and "to the end of the hold the worker began" not in logs
 
@@ -216,14 +216,6 @@ def test_deferred_mode_ends_like_worker_mode(scaled_emulator, cluster):
         assert {("single", -1), ("silent", -1), ("mapped", 0), ("mapped", 1)} <= succeeded, succeeded
     assert "(deferred)" in _task_log(cluster, "octorpa_modes_deferred", "modes")
     assert "(deferred)" not in _task_log(cluster, "octorpa_modes_worker", "modes")
-
-
-def _min_gap_five_calls_apart(calls: list[dict]) -> float:
-    """The least time between a call and the fifth after it. Five slots, each kept for the whole
-    hold after its call: when a call is made, one of the five before it has ended its hold, so
-    this is never under the hold."""
-    arrivals = sorted(c["received_at"] for c in calls)
-    return min(b - a for a, b in zip(arrivals, arrivals[5:], strict=False))
 
 
 def _task_process_title(cluster, dag_id: str, run_id: str) -> str:

@@ -33,9 +33,9 @@ def worker(name: str) -> Component:
 
 def components() -> list[Component]:
     return [
-        Component("api-server", ("api-server",)),
+        component("api-server"),
         *(Component(name, ("scheduler", *NO_LOG_SERVER)) for name in SCHEDULERS),
-        Component("dag-processor", ("dag-processor",)),
+        component("dag-processor"),
         component("triggerer"),
         *(worker(name) for name in WORKERS),
     ]

@@ -112,18 +112,22 @@ class OctoRpaSlotHoldTrigger(BaseTrigger):
 
     def deadline(self) -> float:
         """When the hold ends on this process's monotonic clock."""
+        return self._deadline(self.shares_the_workers_clock())
+
+    def _deadline(self, shares_the_workers_clock: bool) -> float:
         timed_here = time.monotonic() + self.hold_seconds
-        if self.monotonic_deadline is None or not self.shares_the_workers_clock():
-            return timed_here
-        return min(self.monotonic_deadline, timed_here)
+        if shares_the_workers_clock and self.monotonic_deadline is not None:
+            return min(self.monotonic_deadline, timed_here)
+        return timed_here
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        deadline = self.deadline()
+        shared = self.shares_the_workers_clock()
+        deadline = self._deadline(shared)
         self.log.info(
             "Keeping the pool slot for %.1f s more, %s.",
             max(0.0, deadline - time.monotonic()),
             "to the end of the hold the worker began (one clock: this host's)"
-            if self.shares_the_workers_clock()
+            if shared
             else "timed from here (the worker's clock is not this host's)",
         )
         # Sleep to the moment itself (not in whole-second steps): every late second is a second

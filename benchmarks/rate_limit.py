@@ -127,10 +127,19 @@ def round_breakdown(home: Path, dag_id: str, arrivals: list[float]) -> str:
     - ``resume``: execute_complete to the task's end (XCom push, success).
     - ``start``: the rest of ``over``: the next task's scheduling, process start, DAG parse,
       connection look-up and call (what worker mode pays alone).
+    - the gaps from each call to the fifth after it (one slot's round): deferred rounds last whole
+      ticks of the triggerer's one-second loop, 16 or, past ``hold + 1.5``, 17 and more.
     """
     hold = hold_seconds(VENDOR_LIMITS, POOL_SIZE)
     firsts = arrivals[::POOL_SIZE]
     over = statistics.fmean(b - a - hold for a, b in zip(firsts, firsts[1:], strict=False)) if len(firsts) > 1 else 0.0
+    gaps = sorted(b - a for a, b in zip(arrivals, arrivals[POOL_SIZE:], strict=False))
+    rounds = (
+        f"; a call to the {POOL_SIZE}th after it: median {statistics.median(gaps):.2f}s, "
+        f"{sum(1 for g in gaps if g >= hold + 1.5)} of {len(gaps)} at {hold + 1.5:g}s or more"
+        if gaps
+        else ""
+    )
     marks: dict[str, list[float]] = {name: [] for name in ("hand-off", "event", "resume")}
     overlapped = []
     folder = home / "logs" / f"dag_id={dag_id}" / "run_id=bench" / "task_id=trigger"
@@ -148,7 +157,7 @@ def round_breakdown(home: Path, dag_id: str, arrivals: list[float]) -> str:
         f"{name}={value:.2f}s{' (inside the hold)' if inside and name == 'hand-off' else ''}"
         for name, value in parts.items()
     )
-    return f"over the hold {over:.2f}s: {shown}{' ' if shown else ''}start={start:.2f}s"
+    return f"over the hold {over:.2f}s: {shown}{' ' if shown else ''}start={start:.2f}s{rounds}"
 
 
 def _mark_times(task_folder: Path) -> dict[str, float]:

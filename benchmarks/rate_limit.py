@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO / "tests_distributed"))
 
 from airflow_cluster import COMPONENTS, OTHER_CLOCK, AirflowCluster, can_run_on_other_clock, component  # noqa: E402
 from fault_load import run_fault_load  # noqa: E402
-from limits_check import SCALED_LIMITS, ideal_seconds  # noqa: E402
+from limits_check import SCALED_LIMITS, gaps_apart, ideal_seconds  # noqa: E402
 
 from airflow_octorpa.emulator import OctoRpaEmulator, default_config, expected_sign  # noqa: E402
 from airflow_octorpa.rate_limit import DEFAULT_POOL_SIZE as POOL_SIZE  # noqa: E402
@@ -133,10 +133,11 @@ def round_breakdown(home: Path, dag_id: str, arrivals: list[float]) -> str:
     hold = hold_seconds(VENDOR_LIMITS, POOL_SIZE)
     firsts = arrivals[::POOL_SIZE]
     over = statistics.fmean(b - a - hold for a, b in zip(firsts, firsts[1:], strict=False)) if len(firsts) > 1 else 0.0
-    gaps = sorted(b - a for a, b in zip(arrivals, arrivals[POOL_SIZE:], strict=False))
+    gaps = gaps_apart(arrivals, POOL_SIZE)
+    long = hold + 1.5  # past 16 ticks of the triggerer's loop: a deferred round of 17 or more
     rounds = (
         f"; a call to the {POOL_SIZE}th after it: median {statistics.median(gaps):.2f}s, "
-        f"{sum(1 for g in gaps if g >= hold + 1.5)} of {len(gaps)} at {hold + 1.5:g}s or more"
+        f"{sum(1 for g in gaps if g >= long)} of {len(gaps)} at {long:g}s or more"
         if gaps
         else ""
     )

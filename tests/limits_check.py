@@ -56,9 +56,14 @@ def within(arrivals: list[float], limits: str) -> bool:
     return all(worst <= amount for worst, amount in worst_windows(arrivals, limits).values())
 
 
+def gaps_apart(arrivals: list[float], slots: int) -> list[float]:
+    """The time from each call to the ``slots``-th after it, in the order of the calls."""
+    ordered = sorted(arrivals)
+    return [b - a for a, b in zip(ordered, ordered[slots:], strict=False)]
+
+
 def min_gap(arrivals: list[float], slots: int) -> float:
     """The least time between a call and the ``slots``-th after it. Each slot is kept for the whole
     hold after its call: when a call is made, one of the ``slots`` before it has ended its hold, so
     this is never under the hold."""
-    ordered = sorted(arrivals)
-    return min(b - a for a, b in zip(ordered, ordered[slots:], strict=False))
+    return min(gaps_apart(arrivals, slots))

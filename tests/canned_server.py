@@ -20,6 +20,7 @@ class CannedAnswer:
     drip: float = 0.0  # seconds between the body's bytes: each read is quick, the whole answer slow
     raw: bytes | None = None  # written as is instead of a well-formed answer (broken framing)
     requests: list[tuple[str, bytes]] = field(default_factory=list)
+    request_headers: list[dict[str, str]] = field(default_factory=list)
     received_at: list[float] = field(default_factory=list)  # time.time() when each request was read
     answered_at: list[float] = field(default_factory=list)  # time.time() when each answer was written
 
@@ -35,6 +36,7 @@ def canned_server(answer: CannedAnswer) -> Iterator[str]:
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             answer.requests.append((self.command, self.rfile.read(length) if length else b""))
+            answer.request_headers.append(dict(self.headers.items()))
             answer.received_at.append(time.time())
             time.sleep(answer.delay)
             if answer.raw is not None:

@@ -15,6 +15,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow_helpers import run_dag, task_states, xcom_return_values
 from canned_server import CannedAnswer, canned_server
 from conftest import FAST_LIMITS, ORDER_SECRET, ORDER_WEBHOOK, connection_json
+from tls_server import tls_server
 
 from airflow_octorpa.call_record import CallLedger
 from airflow_octorpa.exceptions import CallOutcome, OctoRpaConfigurationError, OctoRpaTryLaterError
@@ -83,6 +84,21 @@ def test_unknown_outcome_fails_once_without_resending(emulator, short_timeout_co
     assert _try_numbers(dag_run) == 1  # failed fast: no retry was burnt, nothing was resent
     assert len(emulator.state.snapshot("calls")) == 1
     assert len(emulator.state.snapshot("runs")) == runs_started
+
+
+def test_a_tls_error_after_delivery_is_never_resent(monkeypatch):
+    """A server that read the whole POST and then broke the TLS stream got the call once: the
+    task fails as "may have started" instead of resending it as a connect failure."""
+    with tls_server("after_request") as (url, log, cert):
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert.cert))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_OCTORPA_DEFAULT", connection_json(url, "secret-1", rate_limits=FAST_LIMITS, timeout=5)
+        )
+        dag_run = _run_one("eo_tls_after_delivery")
+
+    assert task_states(dag_run)[("trigger", -1)] == "failed"
+    assert _try_numbers(dag_run) == 1
+    assert len(log.requests) == 1
 
 
 def test_rate_limited_calls_are_resent_and_start_once(emulator, order_conn):

@@ -12,6 +12,7 @@ import pytest
 from airflow_cluster import free_port
 from canned_server import CannedAnswer, canned_server
 from conftest import ORDER_SECRET, ORDER_WEBHOOK, VENDOR_SECRET, VENDOR_WEBHOOK, connection_json
+from tls_server import tls_server
 
 from airflow_octorpa.emulator import WebhookSpec
 from airflow_octorpa.exceptions import (
@@ -225,6 +226,78 @@ def test_broken_answer_body_says_the_run_may_have_started(monkeypatch, raw):
             hook.trigger({"a": 1})
     assert caught.value.request_sent is True and caught.value.outcome is CallOutcome.UNKNOWN
     assert "may have started" in str(caught.value)
+
+
+def test_tls_error_after_the_request_was_delivered_may_have_started(monkeypatch):
+    """The server read the whole POST, then broke the TLS stream: urllib3 raises the same SSLError
+    as for a failed handshake, but this request arrived."""
+    with tls_server("after_request") as (url, log, cert):
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert.cert))
+        hook = _set_conn(monkeypatch, connection_json(url, "secret-1", timeout=5))
+        with pytest.raises(OctoRpaTransportError) as caught:
+            hook.trigger({"a": 1})
+    assert caught.value.request_sent is True and caught.value.outcome is CallOutcome.UNKNOWN
+    assert "SSLError" in str(caught.value) and "may have started" in str(caught.value)
+    assert len(log.requests) == 1 and log.requests[0].startswith(b"POST ")
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["garbage-handshake", "untrusted-certificate"])
+def test_failed_tls_handshake_sends_nothing(monkeypatch, trusted):
+    mode = "garbage_handshake" if trusted else "after_request"
+    with tls_server(mode) as (url, log, cert):
+        if trusted:
+            monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert.cert))
+        hook = _set_conn(monkeypatch, connection_json(url, "secret-1", timeout=5))
+        with pytest.raises(OctoRpaTransportError) as caught:
+            hook.trigger({"a": 1})
+    assert caught.value.request_sent is False and caught.value.outcome is CallOutcome.NOT_STARTED
+    assert log.connections >= 1 and log.requests == []
+
+
+def test_a_proxy_that_refuses_the_tunnel_sent_nothing(monkeypatch):
+    answer = CannedAnswer()  # answers CONNECT with 501, as http.server does for a method it lacks
+    with canned_server(answer) as proxy_url:
+        proxy = proxy_url.split("/api/")[0]
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", proxy)
+        hook = _set_conn(
+            monkeypatch, connection_json(f"https://127.0.0.1:{free_port()}/api/v1/bots/webhooks/x/invoke", "s1234")
+        )
+        with pytest.raises(OctoRpaTransportError) as caught:
+            hook.trigger({"a": 1})
+    assert caught.value.request_sent is False
+    assert answer.requests == []
+
+
+@pytest.mark.parametrize(
+    ("url", "ca_bundle"),
+    [
+        ("http://a b/api/v1/bots/webhooks/x/invoke", None),  # requests: InvalidURL
+        ("http://\u2603\u2603.invalid/api/v1/bots/webhooks/x/invoke", None),  # IDNA cannot encode it
+        ("https://127.0.0.1:1/api/v1/bots/webhooks/x/invoke", "/nonexistent/ca.pem"),  # an OSError, locally
+    ],
+    ids=["space-in-host", "idna", "unreadable-ca-bundle"],
+)
+def test_local_failures_before_any_io_are_never_sent(monkeypatch, url, ca_bundle):
+    if ca_bundle:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca_bundle)
+    hook = _set_conn(monkeypatch, connection_json(url, "secret-1"))
+    with pytest.raises(OctoRpaTransportError) as caught:
+        hook.trigger({"a": 1})
+    assert caught.value.request_sent is False and "never left" in str(caught.value)
+
+
+def test_netrc_credentials_are_never_attached(monkeypatch, tmp_path):
+    """requests would add ~/.netrc's login for the host as an Authorization header to the signed POST."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password their-netrc-password\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    answer = CannedAnswer(status=200, body=b'{"flowProcessNo": "1"}')
+    with canned_server(answer) as url:
+        _set_conn(monkeypatch, connection_json(url, "secret-1")).trigger({"a": 1})
+    assert [name.lower() for name in answer.request_headers[0]].count("authorization") == 0
 
 
 # -- input that cannot be sent correctly: nothing is sent ---------------------------------------

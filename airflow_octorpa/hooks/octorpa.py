@@ -338,11 +338,9 @@ class OctoRpaHook(BaseHook):
 
     @cached_property
     def session(self) -> requests.Session:
-        import requests
+        from airflow_octorpa.hooks.transport import webhook_session
 
-        session = requests.Session()
-        session.headers["Content-Type"] = "application/json"
-        return session
+        return webhook_session()
 
     def trigger(self, app_params: Mapping[str, Any] | None, bot_id: str | None = None) -> TriggerResult:
         """Start the connection's RPA app with ``app_params`` on ``bot_id`` (default: the connection's).
@@ -384,28 +382,29 @@ class OctoRpaHook(BaseHook):
         return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
 
     def _post(self, config: OctoRpaWebhookConfig, data: bytes) -> requests.Response:
-        import requests
+        from airflow_octorpa.hooks.transport import request_was_sent, watched_attempt
 
-        try:
-            return self.session.post(config.url, data=data, timeout=config.timeout, allow_redirects=False)
-        except requests.RequestException as err:
-            del data  # the signed body, out of the traceback's locals
-            # Only a failure to connect proves the request never left; anything later (a read
-            # timeout, a reset, a broken or undecodable body) may have reached the service and
-            # started a run.
-            sent = not _is_connect_failure(err)
-            raise OctoRpaTransportError(
-                f"Calling the Octopus RPA webhook (connection {self.octorpa_conn_id!r}) failed: "
-                f"{type(err).__name__}. "
-                + (
-                    "The request may have reached the service, so the app may have started: check "
-                    "the Octopus RPA console before triggering again."
-                    if sent
-                    else "The request never left this worker, so nothing was started: check the URL "
-                    "and the network, then retry."
-                ),
-                request_sent=sent,
-            ) from None
+        with watched_attempt() as attempt:
+            try:
+                return self.session.post(config.url, data=data, timeout=config.timeout, allow_redirects=False)
+            except Exception as err:
+                del data  # the signed body, out of the traceback's locals
+                # Only a failure before the request's first byte proves it never left; anything
+                # later (a read timeout, a reset, a TLS error while reading the answer) may have
+                # reached the service and started a run.
+                sent = request_was_sent(attempt, err)
+                raise OctoRpaTransportError(
+                    f"Calling the Octopus RPA webhook (connection {self.octorpa_conn_id!r}) failed: "
+                    f"{type(err).__name__}. "
+                    + (
+                        "The request may have reached the service, so the app may have started: check "
+                        "the Octopus RPA console before triggering again."
+                        if sent
+                        else "The request never left this machine, so nothing was started: check the URL, "
+                        "the network and any proxy, then retry."
+                    ),
+                    request_sent=sent,
+                ) from None
 
     def _webhook_error(self, response: requests.Response) -> OctoRpaWebhookError:
         fields = _json_fields(response) or {}
@@ -480,22 +479,6 @@ def _is_http_url(url: str) -> bool:
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
-def _is_connect_failure(err: Exception) -> bool:
-    """True when ``err`` happened while connecting, before any byte of the request was sent."""
-    import requests
-    from urllib3.exceptions import NewConnectionError, SSLError
-
-    if isinstance(err, requests.ConnectTimeout):
-        return True
-    if not isinstance(err, requests.ConnectionError):
-        return False
-    reason = err.args[0] if err.args else None
-    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
-    # NewConnectionError covers refused connections and failed DNS look-ups
-    # (NameResolutionError is its subclass); a failed TLS handshake sends no request either.
-    return isinstance(reason, (NewConnectionError, SSLError))
 
 
 def _json_fields(response: requests.Response) -> dict[str, Any] | None:

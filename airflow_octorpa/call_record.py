@@ -13,18 +13,29 @@ Variable keyed by DAG, run, task and map index (:class:`VariableRecords`, :func:
 the provider's listener removes a run's Variables once the DAG run ends (:func:`forget_dag_run`).
 
 A clear is a deliberate new trigger, so each record carries the task instance's *generation*: its
-``max_tries`` as the scheduler set it. Retries leave ``max_tries`` alone; a clear sets it to
-``try_number + retries``, which is past every earlier value while ``retries`` stays put. The
-worker's own ``self.retries`` is never used: it may differ from the scheduler's (a DAG edited
-between tries, retries read from a Variable).
+``max_tries`` as the scheduler set it, and its DAG run's ``clear_number``. Retries leave both alone;
+a clear sets ``max_tries`` to ``try_number + retries`` (past every earlier value while ``retries``
+stays put), and raises ``clear_number`` whenever it re-queues the DAG run (every clear from Airflow
+3.2, a clear of an ended run before). The worker's own ``self.retries`` is never used: it may
+differ from the scheduler's (a DAG edited between tries, retries read from a Variable).
+
+A record also names its DAG run by the run's start date: a run deleted while a task awaited a
+retry leaves its record behind, and a new run with the same run id (the key's only run part) must
+not take it for its own.
+
+Reading a record must tell "none" from "could not read": on Airflow 2 ``Variable.get`` logs a
+metadata-database error and returns the default, and on Airflow 3 the execution API answers 404
+for a backend error (the Task SDK returns None for any error on 3.1 and 3.2). So a retry that
+reads nothing confirms it (:meth:`VariableRecords.read`) before it may send.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -48,6 +59,9 @@ class CallRecord:
     webhook: str  # the webhook id (the URL's last path part), to find the call in the console
     robot: str | None
     result: dict[str, Any] | None = None
+    # Absent in records written before 0.3: such a record is matched on ``generation`` alone.
+    clear_number: int | None = None  # the DAG run's clear_number when the call was recorded
+    dag_run_started: str | None = None  # the DAG run's start date (ISO): which run of this run_id
 
     @property
     def sent_at_text(self) -> str:
@@ -98,9 +112,16 @@ class VariableRecords:
         self.key = variable_key(dag_id, run_id, task_id, map_index)
 
     def read(self) -> Any | None:
-        from airflow.providers.common.compat.sdk import Variable
+        """The record, or None once its absence is confirmed; raises when it cannot tell.
 
-        text = Variable.get(self.key, None)
+        ``Variable.get`` gives None for a failed read too. So a None is confirmed: a probe Variable
+        written and read back proves that the path to the metadata database answers right now,
+        and a second read then speaks for the record. A failed probe raises: nothing may be sent.
+        """
+        text = self._get(self.key)
+        if text is None:
+            self._probe()
+            text = self._get(self.key)
         if text is None:
             return None
         try:
@@ -108,6 +129,31 @@ class VariableRecords:
         except (TypeError, ValueError):
             return text  # unreadable: the ledger treats it as an unknown outcome
         return stored.get("record", stored) if isinstance(stored, dict) else stored
+
+    @staticmethod
+    def _get(key: str) -> str | None:
+        from airflow.providers.common.compat.sdk import Variable
+
+        return Variable.get(key, None)
+
+    def _probe(self) -> None:
+        from airflow.providers.common.compat.sdk import Variable
+
+        nonce = secrets.token_hex(16)
+        probe_key = self.key + _PROBE_SUFFIX
+        # The probe names its run too, so that the listener removes it with the run if it stays.
+        value = json.dumps({**self._run, "probe": nonce})
+        Variable.set(probe_key, value, description=_VARIABLE_DESCRIPTION)
+        answered = self._get(probe_key)
+        try:
+            Variable.delete(probe_key)
+        except Exception:  # noqa: BLE001 - a probe left behind is removed when its run ends
+            pass
+        if answered != value:
+            raise RecordUnreadableError(
+                f"the Airflow Variable {self.key!r} read as missing, and a probe Variable written beside it "
+                "did not read back, so the metadata database (or on Airflow 3 the API server) is not answering"
+            )
 
     def write(self, value: dict[str, Any]) -> None:
         from airflow.providers.common.compat.sdk import Variable
@@ -120,6 +166,13 @@ class VariableRecords:
         from airflow.providers.common.compat.sdk import Variable
 
         Variable.delete(self.key)
+
+
+_PROBE_SUFFIX = ".probe"
+
+
+class RecordUnreadableError(RuntimeError):
+    """Whether a record exists could not be told."""
 
 
 _VARIABLE_DESCRIPTION = (
@@ -169,10 +222,19 @@ class CallLedger:
     """
 
     def __init__(
-        self, store: RecordStore | None, generation: int, log: Logger | TaskLogger, *, first_try: bool = False
+        self,
+        store: RecordStore | None,
+        generation: int,
+        log: Logger | TaskLogger,
+        *,
+        first_try: bool = False,
+        clear_number: int | None = None,
+        dag_run_started: str | None = None,
     ) -> None:
         self._store = store
         self._generation = generation
+        self._clear_number = clear_number
+        self._dag_run_started = dag_run_started
         self._log = log
         # A task instance's first try has no earlier try to read about. Not reading also keeps it
         # from taking a record left by a deleted DAG run of the same run_id for its own (the first
@@ -188,14 +250,23 @@ class CallLedger:
     def from_context(cls, context: Any, log: Logger | TaskLogger) -> CallLedger:
         ti = context.get("ti")
         max_tries = getattr(ti, "max_tries", None)
-        generation = max_tries if isinstance(max_tries, int) else 0
-        return cls(record_store(context), generation, log, first_try=getattr(ti, "try_number", None) == 1)
+        dag_run = context.get("dag_run")
+        clear_number = getattr(dag_run, "clear_number", None)
+        started = getattr(dag_run, "start_date", None)
+        return cls(
+            record_store(context),
+            max_tries if isinstance(max_tries, int) else 0,
+            log,
+            first_try=getattr(ti, "try_number", None) == 1,
+            clear_number=clear_number if isinstance(clear_number, int) else None,
+            dag_run_started=started.isoformat() if started is not None and hasattr(started, "isoformat") else None,
+        )
 
     def prior(self) -> CallRecord | None:
         """This generation's record, if an earlier try of this task instance left one."""
         if self._store is None or self._first_try:
             return None
-        raw = self._store.read()
+        raw = self._read()
         if raw is None:
             return None
         record = _parse(raw)
@@ -203,17 +274,47 @@ class CallLedger:
             # A record this version cannot read may still say a run started: never guess "nothing".
             self._log.warning("The task's call record is unreadable (%.200r); treating its call as unknown.", raw)
             return CallRecord(UNKNOWN, self._generation, 0.0, "unknown", None)
-        if record.generation != self._generation:
+        if _differ(record.dag_run_started, self._dag_run_started):
+            self._log.info(
+                "The task's call record belongs to an earlier DAG run with this run_id (started %s, since "
+                "deleted): this is a new trigger.",
+                record.dag_run_started,
+            )
+            return None
+        if record.generation != self._generation or _differ(record.clear_number, self._clear_number):
             self._log.info("The task was cleared since its last call: this is a new trigger.")
             return None
         return record
+
+    def _read(self) -> Any | None:
+        from airflow_octorpa.exceptions import OctoRpaCallRecordError
+
+        assert self._store is not None
+        try:
+            return self._store.read()
+        except Exception as err:
+            raise OctoRpaCallRecordError(
+                f"Could not read this task's call record ({type(err).__name__}: {err}), so nothing was sent: an "
+                "earlier try may have started a run. Check that Airflow's metadata database (and on Airflow 3 "
+                "the API server) is reachable; the task's retries read it again."
+            ) from err
 
     def sending(self, webhook: str, robot: str | None) -> CallRecord:
         """Record the call as about to leave; raises (and so nothing is sent) when it cannot."""
         from airflow_octorpa.exceptions import OctoRpaCallRecordError
 
         try:
-            return self._write(CallRecord(SENDING, self._generation, time.time(), webhook, robot))
+            return self._write(
+                CallRecord(
+                    SENDING,
+                    self._generation,
+                    time.time(),
+                    webhook,
+                    robot,
+                    clear_number=self._clear_number,
+                    dag_run_started=self._dag_run_started,
+                )
+            )
         except Exception as err:
             raise OctoRpaCallRecordError(
                 f"Could not record the Octopus RPA call before sending it ({type(err).__name__}: {err}), so it "
@@ -223,10 +324,10 @@ class CallLedger:
             ) from err
 
     def started(self, record: CallRecord, result: dict[str, Any]) -> None:
-        self._write(CallRecord(STARTED, record.generation, record.sent_at, record.webhook, record.robot, result))
+        self._write(replace(record, state=STARTED, result=result))
 
     def unknown(self, record: CallRecord) -> None:
-        self._write(CallRecord(UNKNOWN, record.generation, record.sent_at, record.webhook, record.robot))
+        self._write(replace(record, state=UNKNOWN))
 
     def not_started(self) -> None:
         if self._store is not None:
@@ -247,6 +348,11 @@ def record_store(context: Any) -> RecordStore | None:
         return None
     map_index = getattr(ti, "map_index", -1)
     return VariableRecords(ti.dag_id, ti.run_id, ti.task_id, map_index if isinstance(map_index, int) else -1)
+
+
+def _differ(recorded: Any, current: Any) -> bool:
+    """Both are known and not equal (a record from before 0.3 knows neither)."""
+    return recorded is not None and current is not None and recorded != current
 
 
 def _parse(raw: Any) -> CallRecord | None:

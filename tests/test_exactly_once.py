@@ -9,21 +9,27 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
+import math
+import time
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowFailException
-from airflow_helpers import run_dag, task_states, xcom_return_values
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+from airflow_helpers import HAS_TASK_STATE_STORE, run_dag, task_states, xcom_return_values
 from canned_server import CannedAnswer, canned_server
 from conftest import FAST_LIMITS, ORDER_SECRET, ORDER_WEBHOOK, connection_json
 from tls_server import tls_server
 
-from airflow_octorpa.call_record import CallLedger
+from airflow_octorpa.call_record import STARTED, VARIABLE_PREFIX, CallLedger, record_store
 from airflow_octorpa.exceptions import CallOutcome, OctoRpaConfigurationError, OctoRpaTryLaterError
 from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
 
 START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
+requires_variable_records = pytest.mark.skipif(
+    HAS_TASK_STATE_STORE, reason="Airflow 3.3 keeps the record in the task state store, not a Variable"
+)
 
 
 @pytest.fixture
@@ -244,6 +250,134 @@ def test_an_unreadable_record_counts_as_may_have_started():
     store = _MemoryRecords({"state": "sent", "by": "a future version"})
     prior = CallLedger(store, 1, logging.getLogger()).prior()
     assert prior is not None and prior.state == "unknown"
+
+
+def _fail_first_try(message: str, then=None):
+    """A ``pre_execute``/``post_execute`` hook that fails try 1 (after running ``then``), so that try 2
+    is a retry of the same task instance."""
+
+    def hook(context, *result):
+        if context["ti"].try_number == 1:
+            if then is not None:
+                then(context)
+            raise AirflowException(message)
+
+    return hook
+
+
+@pytest.fixture
+def failing_record_reads(monkeypatch):
+    """How many of the metadata database's next reads of call records fail (``math.inf``: all).
+
+    No real database fails on demand, so Airflow's metastore backend is made to fail here; Airflow
+    itself turns the failure into "no such Variable" (2.11 logs it, 3.x's API answers 404). The
+    probe's own reads are spared only while ``spare_probe`` is set."""
+    state = {"left": 0.0, "spare_probe": True}
+    from airflow.secrets.metastore import MetastoreBackend
+
+    real_get = MetastoreBackend.get_variable
+
+    def get_variable(self, key, *args, **kwargs):
+        is_probe = key.endswith(".probe") and state["spare_probe"]
+        if state["left"] > 0 and key.startswith(VARIABLE_PREFIX) and not is_probe:
+            state["left"] -= 1
+            raise OSError("the metadata database went away")
+        return real_get(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(MetastoreBackend, "get_variable", get_variable)
+    return state
+
+
+def _arm(state, reads, spare_probe=True):
+    def arm(context):
+        state.update(left=reads, spare_probe=spare_probe)
+
+    return arm
+
+
+@requires_variable_records
+def test_a_retry_whose_record_read_fails_once_does_not_send_again(emulator, order_conn, failing_record_reads):
+    """The retry must not take a failed read for "no earlier call"."""
+    dag_run = _run_one(
+        "eo_flaky_record_read",
+        retries=1,
+        post_execute=_fail_first_try("fails after its call", then=_arm(failing_record_reads, 1)),
+    )
+
+    assert failing_record_reads["left"] == 0  # the failure fired
+    (run,) = emulator.state.snapshot("runs")  # one run: the retry found the record
+    assert task_states(dag_run)[("trigger", -1)] == "success"
+    assert xcom_return_values(dag_run, "trigger")[-1]["flow_process_no"] == run["flow_process_no"]
+
+
+@requires_variable_records
+def test_a_record_read_that_keeps_failing_sends_nothing_and_is_retryable(emulator, order_conn, failing_record_reads):
+    dag_run = _run_one(
+        "eo_broken_record_read",
+        retries=1,
+        post_execute=_fail_first_try("fails after its call", then=_arm(failing_record_reads, math.inf, False)),
+    )
+
+    assert task_states(dag_run)[("trigger", -1)] == "failed"
+    assert _try_numbers(dag_run) == 2  # the read's failure is retryable, not a final failure
+    assert len(emulator.state.snapshot("runs")) == 1
+
+
+def test_a_record_left_by_a_deleted_run_with_the_same_run_id_is_not_taken(emulator, order_conn):
+    """A DAG run deleted while its task awaited a retry leaves its record; a new run with the same
+    run_id triggers anew instead of returning the deleted run's flowProcessNo."""
+
+    def plant_leftover(context):
+        # What the deleted run's try wrote: the same key (dag, run_id, task, map index), another run.
+        leftover = {
+            "state": STARTED,
+            "generation": context["ti"].max_tries,
+            "sent_at": time.time() - 600,
+            "webhook": ORDER_WEBHOOK,
+            "robot": None,
+            "result": {"flow_process_no": "from-a-deleted-run", "flow_id": None, "enterprise_id": None},
+            "clear_number": context["dag_run"].clear_number,
+            "dag_run_started": "2025-12-31T23:00:00+00:00",
+        }
+        record_store(context).write(leftover)
+
+    dag_run = _run_one(
+        "eo_deleted_run", retries=1, pre_execute=_fail_first_try("fails before its call", plant_leftover)
+    )
+
+    (run,) = emulator.state.snapshot("runs")
+    assert task_states(dag_run)[("trigger", -1)] == "success"
+    assert xcom_return_values(dag_run, "trigger")[-1]["flow_process_no"] == run["flow_process_no"]
+
+
+def test_a_cleared_dag_run_is_a_new_generation_even_with_the_same_max_tries():
+    """Lowering retries and clearing can give the same max_tries; the run's clear_number still moves."""
+    store = _MemoryRecords()
+    log = logging.getLogger()
+    record = CallLedger(store, 3, log, clear_number=0, dag_run_started="2026-01-01T00:00:00+00:00").sending("h", None)
+    assert CallLedger(store, 3, log, clear_number=0, dag_run_started="2026-01-01T00:00:00+00:00").prior() == record
+    assert CallLedger(store, 3, log, clear_number=1, dag_run_started="2026-01-01T00:00:00+00:00").prior() is None
+    assert CallLedger(store, 3, log, clear_number=0, dag_run_started="2026-02-01T00:00:00+00:00").prior() is None
+
+
+def test_a_record_from_before_run_identity_is_matched_on_max_tries_alone():
+    store = _MemoryRecords({"state": "started", "generation": 3, "sent_at": 1.0, "webhook": "h", "robot": None,
+                            "result": {"flow_process_no": "1"}})  # fmt: skip
+    prior = CallLedger(store, 3, logging.getLogger(), clear_number=2, dag_run_started="2026-01-01T00:00:00").prior()
+    assert prior is not None and prior.state == "started"
+
+
+def test_the_generation_reads_the_dag_runs_clear_number_and_start():
+    class DagRun:
+        clear_number = 2
+        start_date = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+
+    class TaskInstance:
+        max_tries = 3
+        try_number = 2
+
+    ledger = CallLedger.from_context({"ti": TaskInstance(), "dag_run": DagRun()}, logging.getLogger())
+    assert (ledger._generation, ledger._clear_number, ledger._dag_run_started) == (3, 2, "2026-01-01T00:00:00+00:00")
 
 
 class _MemoryRecords:

@@ -99,6 +99,24 @@ def test_a_deadline_never_lengthens_past_the_rest_it_was_deferred_with():
     assert trigger.deadline() <= time.monotonic() + 0.3
 
 
+@ON_LINUX
+def test_a_monotonic_clock_of_the_same_name_that_runs_ahead_does_not_cut_the_hold():
+    """Another host can give the same clock name (the initial time namespace's inode is the same
+    everywhere; VMs restored from one snapshot share a boot id). Its clock reads 100 s ahead here:
+    the worker's deadline looks long past, but the wall clock says 2 s are left."""
+    trigger = _restored(
+        OctoRpaSlotHoldTrigger(
+            hold_seconds=2.0,
+            result=RESULT,
+            clock=monotonic_clock_id(),
+            monotonic_deadline=time.monotonic() - 98.0,
+            wall_deadline=time.time() + 2.0,
+        )
+    )
+    assert trigger.shares_the_workers_clock()  # the name matches, and it reads later than the deferral
+    assert trigger.deadline() - time.monotonic() > 1.9
+
+
 def test_a_wall_clock_that_jumps_ahead_does_not_cut_the_hold(monkeypatch):
     # No real clock can be stepped for a test: the wall clock is made to read an hour ahead.
     real = time.time

@@ -51,7 +51,11 @@ class OctoRpaSlotHoldTrigger(BaseTrigger):
       the clock reads no earlier than the deferral) reads the very monotonic clock the worker
       timed the call on, and ends the hold at ``monotonic_deadline``, the moment the worker's own
       hold would have ended. The triggerer's hand-off (about 1.3 s) then overlaps the hold
-      instead of adding to it.
+      instead of adding to it. The name can match on another host too: the initial time
+      namespace has the same inode everywhere, and virtual machines restored from one snapshot
+      share a boot id. So the hold also lasts until ``wall_deadline`` on the wall clock: it ends
+      no earlier than either clock says, and only a host whose two clocks both run ahead of the
+      worker's could end it early.
     - Anywhere else the hold is ``hold_seconds`` timed from the trigger's start on the
       triggerer's own monotonic clock, so the hand-off adds to it.
 
@@ -66,6 +70,7 @@ class OctoRpaSlotHoldTrigger(BaseTrigger):
     :param result: The started run (``flow_process_no``, ``flow_id``, ``enterprise_id``).
     :param clock: ``monotonic_clock_id()`` where ``monotonic_deadline`` was read.
     :param monotonic_deadline: When the hold ends, on that clock.
+    :param wall_deadline: When the hold ends, on the worker's wall clock (Unix seconds).
     """
 
     def __init__(
@@ -74,21 +79,25 @@ class OctoRpaSlotHoldTrigger(BaseTrigger):
         result: dict[str, Any],
         clock: str | None = None,
         monotonic_deadline: float | None = None,
+        wall_deadline: float | None = None,
     ) -> None:
         super().__init__()
         self.hold_seconds = float(hold_seconds)
         self.result = result
         self.clock = clock
         self.monotonic_deadline = monotonic_deadline
+        self.wall_deadline = wall_deadline
 
     @classmethod
     def until(cls, monotonic_deadline: float, result: dict[str, Any]) -> OctoRpaSlotHoldTrigger:
         """A hold that ends at ``monotonic_deadline`` on this process's ``time.monotonic()``."""
+        rest = max(0.0, monotonic_deadline - time.monotonic())
         return cls(
-            hold_seconds=max(0.0, monotonic_deadline - time.monotonic()),
+            hold_seconds=rest,
             result=result,
             clock=monotonic_clock_id(),
             monotonic_deadline=monotonic_deadline,
+            wall_deadline=time.time() + rest,
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -99,6 +108,7 @@ class OctoRpaSlotHoldTrigger(BaseTrigger):
                 "result": self.result,
                 "clock": self.clock,
                 "monotonic_deadline": self.monotonic_deadline,
+                "wall_deadline": self.wall_deadline,
             },
         )
 
@@ -115,10 +125,16 @@ class OctoRpaSlotHoldTrigger(BaseTrigger):
         return self._deadline(self.shares_the_workers_clock())
 
     def _deadline(self, shares_the_workers_clock: bool) -> float:
-        timed_here = time.monotonic() + self.hold_seconds
-        if shares_the_workers_clock and self.monotonic_deadline is not None:
-            return min(self.monotonic_deadline, timed_here)
-        return timed_here
+        now = time.monotonic()
+        timed_here = now + self.hold_seconds
+        if not shares_the_workers_clock or self.monotonic_deadline is None:
+            return timed_here
+        # The latest end any clock read here gives: a clock that runs ahead cannot cut the hold.
+        # Never past the whole rest timed from here: a clock that runs behind cannot lengthen it.
+        ends = [self.monotonic_deadline]
+        if self.wall_deadline is not None:
+            ends.append(now + (self.wall_deadline - time.time()))
+        return min(max(ends), timed_here)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         shared = self.shares_the_workers_clock()

@@ -8,6 +8,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import airflow
+from packaging.version import Version
+
+AIRFLOW_V_3 = Version(Version(airflow.__version__).base_version) >= Version("3.0")
+
+
+def execution_timeout_spans_deferral() -> bool:
+    """Whether ``execution_timeout`` counts a deferred task's time in the triggerer.
+
+    Airflow 2 gives the trigger the timeout ``start_date + execution_timeout`` and times
+    ``execute_complete`` from the task's first start, so a deferred hold spends the timeout and
+    its end cancels the trigger (freeing the slot early). Airflow 3 times each ``execute`` and
+    ``execute_complete`` alone.
+    """
+    return not AIRFLOW_V_3
+
 
 def current_dag_and_group(dag: Any = None, group: Any = None) -> tuple[Any, Any]:
     """The DAG and task group that a task defined here would join (the ``with DAG(...)`` blocks)."""

@@ -6,10 +6,15 @@ import datetime
 
 import pytest
 from airflow_cluster import free_port
-from airflow_helpers import run_dag, task_states, xcom_return_values
+from airflow_helpers import AIRFLOW_V_3, run_dag, task_states, xcom_return_values
 from conftest import ORDER_SECRET, ORDER_WEBHOOK, connection_json
 
-from airflow_octorpa.exceptions import CallOutcome, OctoRpaTransportError, OctoRpaWebhookError
+from airflow_octorpa.exceptions import (
+    CallOutcome,
+    OctoRpaConfigurationError,
+    OctoRpaTransportError,
+    OctoRpaWebhookError,
+)
 from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
 from airflow_octorpa.rate_limit import hold_seconds
 
@@ -159,6 +164,40 @@ def test_deferrable_mode_gives_the_same_result_as_worker_mode(emulator, monkeypa
             "enterprise_id": emulator.state.config.enterprise_id,
         }
     assert len(emulator.state.snapshot("calls")) == 2
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_with_an_execution_timeout_airflow_2_keeps_the_hold_in_the_worker(emulator, monkeypatch, capfd):
+    """Airflow 2 counts a deferred task's time against execution_timeout (the trigger's timeout is
+    start_date + execution_timeout), so a deferred hold could be cancelled before it ends; Airflow 3
+    does not, so there the hold is deferred."""
+    # A 1 s call timeout and a 10 s hold: the least execution_timeout is 1 + 10 + 5 s where the
+    # hold stays in the worker, 1 + 6 + 5 s where it is deferred.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OCTORPA_DEFAULT",
+        connection_json(
+            emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET, rate_limits="1/10 seconds", pool_size=1, timeout=1
+        ),
+    )
+    from airflow.providers.common.compat.sdk import DAG
+
+    timeout = datetime.timedelta(seconds=16)
+    with DAG("rl_deferrable_with_timeout", schedule=None, start_date=START) as dag:
+        OctoRpaTriggerOperator(task_id="t", app_params={"订单号": "T"}, deferrable=True, execution_timeout=timeout)
+    dag_run = run_dag(dag)
+
+    out = capfd.readouterr().out
+    assert task_states(dag_run)[("t", -1)] == "success"
+    assert len(emulator.state.snapshot("runs")) == 1
+    assert ("Keeping the slot hold in the worker although deferrable=True" in out) is not AIRFLOW_V_3
+    assert ("(deferred)" in out) is AIRFLOW_V_3
+    least = 12 if AIRFLOW_V_3 else 16
+    too_short = OctoRpaTriggerOperator(
+        task_id="short", app_params={"a": 1}, deferrable=True, execution_timeout=datetime.timedelta(seconds=least - 1)
+    )
+    with pytest.raises(OctoRpaConfigurationError, match=f"at least {least} s"):
+        too_short.execute({})
+    assert len(emulator.state.snapshot("calls")) == 1  # the refused one sent nothing
 
 
 def test_task_outside_the_pool_says_so(emulator, order_conn, capfd):

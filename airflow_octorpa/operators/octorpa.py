@@ -33,6 +33,7 @@ from airflow_octorpa.rate_limit import DEFAULT_POOL
 _MIN_DEFERRAL_SECONDS = 6.0
 # What execution_timeout must leave beyond the call and the hold: the record's writes, the logs.
 _TIMEOUT_MARGIN_SECONDS = 5.0
+_DEFER_HINT = ", or set deferrable=True to keep the slot in the triggerer"
 # The longest a worker sleeps (holding its slot) before resending a refused call; past it the task
 # fails, having started nothing, and its own retries try again after retry_delay.
 MAX_RESEND_WAIT_SECONDS = 120.0
@@ -120,6 +121,7 @@ class OctoRpaTriggerOperator(BaseOperator):
         self._warn_unsigned(config)
         call = self.hook.prepare(app_params, bot_id=self.bot_id or None)  # bad input: nothing sent
         deadline = self._execution_deadline(config, began)  # a timeout that cannot fit: nothing sent
+        self._say_where_the_hold_is_kept()
         ledger = CallLedger.from_context(context, self.log)
         if (prior := ledger.prior()) is not None:
             if prior.state == STARTED and prior.result is not None:
@@ -177,7 +179,7 @@ class OctoRpaTriggerOperator(BaseOperator):
     def _keep_slot(self, result: dict[str, str | None], hold: float) -> dict[str, str | None]:
         """Keep the pool slot for the rest of the hold: in the triggerer when deferrable, else here."""
         remaining = self._hold_remaining(hold)
-        if self.deferrable and remaining > _MIN_DEFERRAL_SECONDS:
+        if self._defers_hold() and remaining > _MIN_DEFERRAL_SECONDS:
             metrics.slot_hold(remaining, self.octorpa_conn_id)
             from airflow_octorpa.triggers.octorpa import OctoRpaSlotHoldTrigger
 
@@ -214,6 +216,8 @@ class OctoRpaTriggerOperator(BaseOperator):
         if not self.execution_timeout:
             return None
         budget = self.execution_timeout.total_seconds()
+        from airflow_octorpa.version_compat import execution_timeout_spans_deferral
+
         if budget < (needed := self._attempt_seconds(config)):
             raise OctoRpaConfigurationError(
                 f"execution_timeout={self.execution_timeout} cannot fit one Octopus RPA call (the connection's "
@@ -221,7 +225,7 @@ class OctoRpaTriggerOperator(BaseOperator):
                 f"({self._worker_hold(config.hold):g} s) and {_TIMEOUT_MARGIN_SECONDS:g} s to record it; a timeout "
                 f"there would free the pool slot early or cut off a run that started. Give at least "
                 f"{math.ceil(needed)} s"
-                + ("" if self.deferrable else ", or set deferrable=True to keep the slot in the triggerer")
+                + ("" if self.deferrable or execution_timeout_spans_deferral() else _DEFER_HINT)
                 + ", or lower the connection's timeout. Nothing was sent."
             )
         return began + budget
@@ -232,7 +236,21 @@ class OctoRpaTriggerOperator(BaseOperator):
 
     def _worker_hold(self, hold: float) -> float:
         """The longest this task keeps its slot in the worker after a call."""
-        return min(hold, _MIN_DEFERRAL_SECONDS) if self.deferrable else hold
+        return min(hold, _MIN_DEFERRAL_SECONDS) if self._defers_hold() else hold
+
+    def _defers_hold(self) -> bool:
+        """Whether a long hold goes to the triggerer: never where execution_timeout would cut it there."""
+        from airflow_octorpa.version_compat import execution_timeout_spans_deferral
+
+        return self.deferrable and not (self.execution_timeout and execution_timeout_spans_deferral())
+
+    def _say_where_the_hold_is_kept(self) -> None:
+        if self.deferrable and not self._defers_hold():
+            self.log.info(
+                "Keeping the slot hold in the worker although deferrable=True: on Airflow 2 execution_timeout "
+                "also counts the time a task is deferred, and its end would cancel the hold early. Remove "
+                "execution_timeout to defer the hold."
+            )
 
     def _warn_outside_pool(self, account_pool: str) -> None:
         if self.pool != account_pool:

@@ -197,21 +197,59 @@ def forget_dag_run(dag_id: str, run_id: str, session: Any) -> int:
 
     Runs in the scheduler (or ``dag.test()``), with the metadata database's ``session``.
     """
+    rows = [row for row, _ in _run_variables(dag_id, run_id, session)]
+    for row in rows:
+        session.delete(row)
+    return len(rows)
+
+
+def started_calls_of_dag_run(dag_run: Any, session: Any) -> dict[tuple[str, int], dict[str, Any]]:
+    """The started runs that a DAG run's trigger tasks recorded, by (task id, map index).
+
+    Runs in the scheduler when the DAG run ends (its records are still there): Variables before
+    Airflow 3.3, the task state store from 3.3.
+    """
+    from sqlalchemy import select
+
+    found: dict[tuple[str, int], dict[str, Any]] = {}
+    for _, stored in _run_variables(dag_run.dag_id, dag_run.run_id, session):
+        record = _parse(stored.get("record"))
+        if record is not None and record.state == STARTED and record.result:
+            found[(str(stored.get("task_id")), int(stored.get("map_index", -1)))] = asdict(record)
+    try:
+        from airflow.models.task_state_store import TaskStateStoreModel  # Airflow 3.3+
+    except ImportError:
+        return found
+    rows = session.scalars(
+        select(TaskStateStoreModel).where(
+            TaskStateStoreModel.dag_run_id == dag_run.id, TaskStateStoreModel.key == RECORD_KEY
+        )
+    )
+    for row in rows:
+        try:
+            record = _parse(json.loads(row.value))
+        except (TypeError, ValueError):
+            continue
+        if record is not None and record.state == STARTED and record.result:
+            found[(row.task_id, row.map_index)] = asdict(record)
+    return found
+
+
+def _run_variables(dag_id: str, run_id: str, session: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """The Variables that hold a DAG run's records (and probes), with their stored values."""
     from airflow.models.variable import Variable as VariableModel
     from sqlalchemy import select
 
     own_dag = f"{VARIABLE_PREFIX}{dag_id[:_MAX_DAG_ID_IN_KEY]}."
-    rows = session.scalars(select(VariableModel).where(VariableModel.key.startswith(own_dag, autoescape=True)))
-    forgotten = 0
-    for row in rows:
+    found = []
+    for row in session.scalars(select(VariableModel).where(VariableModel.key.startswith(own_dag, autoescape=True))):
         try:
             stored = json.loads(row.val)
         except (TypeError, ValueError):
             continue
         if isinstance(stored, dict) and stored.get("dag_id") == dag_id and stored.get("run_id") == run_id:
-            session.delete(row)
-            forgotten += 1
-    return forgotten
+            found.append((row, stored))
+    return found
 
 
 class CallLedger:

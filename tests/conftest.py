@@ -60,7 +60,19 @@ def airflow_db() -> Path:
     ):
         done = airflow_cli(*args)
         assert done.returncode == 0, done.stdout + done.stderr
+    publish_pools()
     return _AIRFLOW_HOME
+
+
+def publish_pools() -> None:
+    """What the provider's listener does in the scheduler when a DAG run starts (``dag.test()`` does
+    not call it): tell Airflow 3's workers which pools count deferred tasks."""
+    from airflow.utils.session import create_session
+
+    from airflow_octorpa.pool_facts import publish_pool_facts
+
+    with create_session() as session:
+        publish_pool_facts(session)
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,10 @@ import datetime
 import pytest
 from airflow_cluster import free_port
 from airflow_helpers import AIRFLOW_V_3, run_dag, task_states, xcom_return_values
-from conftest import ORDER_SECRET, ORDER_WEBHOOK, connection_json
+from conftest import ORDER_SECRET, ORDER_WEBHOOK, airflow_cli, connection_json, publish_pools
 
 from airflow_octorpa.exceptions import (
     CallOutcome,
-    OctoRpaConfigurationError,
     OctoRpaTransportError,
     OctoRpaWebhookError,
 )
@@ -181,23 +180,56 @@ def test_with_an_execution_timeout_airflow_2_keeps_the_hold_in_the_worker(emulat
     )
     from airflow.providers.common.compat.sdk import DAG
 
-    timeout = datetime.timedelta(seconds=16)
+    least = 12 if AIRFLOW_V_3 else 16
     with DAG("rl_deferrable_with_timeout", schedule=None, start_date=START) as dag:
-        OctoRpaTriggerOperator(task_id="t", app_params={"订单号": "T"}, deferrable=True, execution_timeout=timeout)
+        for task_id, seconds in (("t", 16), ("short", least - 1)):
+            OctoRpaTriggerOperator(
+                task_id=task_id,
+                app_params={"订单号": task_id},
+                deferrable=True,
+                execution_timeout=datetime.timedelta(seconds=seconds),
+            )
+    dag_run = run_dag(dag)
+
+    out = capfd.readouterr().out
+    assert task_states(dag_run) == {("t", -1): "success", ("short", -1): "failed"}
+    assert f"execution_timeout=0:00:{least - 1} cannot fit" in out and f"Give at least {least} s" in out
+    assert len(emulator.state.snapshot("runs")) == 1
+    assert ("Keeping the slot hold in the worker although deferrable=True" in out) is not AIRFLOW_V_3
+    assert ("(deferred)" in out) is AIRFLOW_V_3
+    assert len(emulator.state.snapshot("calls")) == 1  # the refused task sent nothing
+
+
+@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.parametrize("pool", ["octorpa_uncounted", "octorpa_unknown"])
+def test_a_deferrable_task_defers_only_into_a_pool_that_counts_deferred_tasks(emulator, monkeypatch, capfd, pool):
+    if pool == "octorpa_uncounted":  # as `airflow pools set` and the UI's checkbox make it
+        done = airflow_cli("pools", "set", pool, "1", "no deferred")
+        assert done.returncode == 0, done.stderr
+        publish_pools()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OCTORPA_DEFAULT",
+        connection_json(
+            emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET, rate_limits="1/8 seconds", pool_size=1, pool=pool
+        ),
+    )
+    from airflow.providers.common.compat.sdk import DAG
+
+    with DAG(f"rl_{pool}", schedule=None, start_date=START) as dag:
+        OctoRpaTriggerOperator(task_id="t", app_params={"订单号": "P"}, deferrable=True, pool=pool)
+    if pool == "octorpa_unknown":
+        assert airflow_cli("pools", "set", pool, "1", "unknown to the workers", "--include-deferred").returncode == 0
     dag_run = run_dag(dag)
 
     out = capfd.readouterr().out
     assert task_states(dag_run)[("t", -1)] == "success"
-    assert len(emulator.state.snapshot("runs")) == 1
-    assert ("Keeping the slot hold in the worker although deferrable=True" in out) is not AIRFLOW_V_3
-    assert ("(deferred)" in out) is AIRFLOW_V_3
-    least = 12 if AIRFLOW_V_3 else 16
-    too_short = OctoRpaTriggerOperator(
-        task_id="short", app_params={"a": 1}, deferrable=True, execution_timeout=datetime.timedelta(seconds=least - 1)
-    )
-    with pytest.raises(OctoRpaConfigurationError, match=f"at least {least} s"):
-        too_short.execute({})
-    assert len(emulator.state.snapshot("calls")) == 1  # the refused one sent nothing
+    if pool == "octorpa_uncounted":
+        assert f"the pool {pool!r} does not count deferred tasks" in out and "(deferred)" not in out
+    elif AIRFLOW_V_3:  # created after the scheduler last published the pools: the worker cannot tell
+        assert f"whether the pool {pool!r} counts deferred tasks cannot be told here" in out
+        assert "(deferred)" not in out
+    else:  # Airflow 2's worker reads the pool itself
+        assert "(deferred)" in out
 
 
 def test_task_outside_the_pool_says_so(emulator, order_conn, capfd):

@@ -149,6 +149,50 @@ def test_a_triggerer_on_another_clock_times_each_hold_itself(scaled_emulator, cl
 
 
 @pytest.mark.timeout(600)
+def test_a_pool_that_does_not_count_deferred_tasks_keeps_the_holds_in_the_workers(scaled_emulator, cluster):
+    """`airflow pools set` and the UI's checkbox make pools that do not count deferred tasks: a
+    deferred hold there would free its slot at once. Deferrable tasks keep their holds in the
+    worker instead (on Airflow 3 the scheduler publishes the pool when the DAG run starts)."""
+    scaled_emulator.state.reset()
+    cluster.wait_for_dags("octorpa_burst_deferred")
+    n = 12
+    cluster.cli("pools", "set", "octorpa", "5", "Octopus RPA webhook calls")  # include_deferred off
+    try:
+        cluster.trigger("octorpa_burst_deferred", "uncounted", {"n": n, "tag": "uncounted"})
+        state = cluster.wait_for_run("octorpa_burst_deferred", "uncounted", timeout=300)
+    finally:
+        cluster.cli("pools", "set", "octorpa", "5", "Octopus RPA webhook calls", "--include-deferred")
+    assert state == "success", cluster.log_tail()
+    calls = scaled_emulator.state.snapshot("calls")
+    assert [c for c in calls if c["status"] != 200] == [] and len(calls) == n
+    assert within(sorted(c["received_at"] for c in calls), SCALED_LIMITS)
+    assert min_gap([c["received_at"] for c in calls], 5) >= hold_seconds(SCALED_LIMITS, 5)
+    logs = _task_log(cluster, "octorpa_burst_deferred", "uncounted")
+    assert "the pool 'octorpa' does not count deferred tasks" in logs and "(deferred)" not in logs
+
+
+@pytest.mark.timeout(300)
+def test_a_dagrun_timeout_during_a_deferred_hold_notes_that_the_run_started(scaled_emulator, cluster):
+    """dagrun_timeout cancels a deferred hold and skips the task although its run started (a slot
+    freed early, as the README says); the provider's listener notes the started run on the task."""
+    scaled_emulator.state.reset()
+    cluster.wait_for_dags("octorpa_dagrun_timeout")
+    cluster.trigger("octorpa_dagrun_timeout", "timeout", {})
+    assert cluster.wait_for_run("octorpa_dagrun_timeout", "timeout", timeout=180) == "failed", cluster.log_tail()
+    (run,) = scaled_emulator.state.snapshot("runs")
+    assert cluster.task_states("octorpa_dagrun_timeout", "timeout") == {("trigger", -1): "skipped"}
+    where = (
+        "ti_id = (SELECT id FROM task_instance WHERE dag_id = ? AND run_id = ?)"
+        if AIRFLOW_V_3
+        else ("dag_id = ? AND run_id = ?")
+    )
+    (note,) = cluster._query(
+        f"SELECT content FROM task_instance_note WHERE {where}", "octorpa_dagrun_timeout", "timeout"
+    )
+    assert f"flowProcessNo={run['flow_process_no']} STARTED" in note[0] and "ended skipped" in note[0]
+
+
+@pytest.mark.timeout(600)
 def test_worker_killed_after_its_call_is_not_triggered_twice_but_a_clear_is(scaled_emulator, cluster):
     scaled_emulator.state.reset()
     cluster.wait_for_dags("octorpa_crash")

@@ -96,6 +96,7 @@ class OctoRpaTriggerOperator(BaseOperator):
         self._started: dict[str, str | None] | None = None  # the run this try started, once answered
         self._in_flight: CallRecord | None = None  # the call whose answer was cut off by a timeout
         self._result: dict[str, Any] | None = None  # what the task returns, for OpenLineage
+        self._hold_deferred = False  # whether this try defers a long hold (see _decide_where_to_hold)
 
     @classmethod
     def partial(cls, **kwargs: Any) -> Any:
@@ -120,8 +121,8 @@ class OctoRpaTriggerOperator(BaseOperator):
         self._warn_outside_pool(config.pool)
         self._warn_unsigned(config)
         call = self.hook.prepare(app_params, bot_id=self.bot_id or None)  # bad input: nothing sent
+        self._decide_where_to_hold()
         deadline = self._execution_deadline(config, began)  # a timeout that cannot fit: nothing sent
-        self._say_where_the_hold_is_kept()
         ledger = CallLedger.from_context(context, self.log)
         if (prior := ledger.prior()) is not None:
             if prior.state == STARTED and prior.result is not None:
@@ -239,18 +240,38 @@ class OctoRpaTriggerOperator(BaseOperator):
         return min(hold, _MIN_DEFERRAL_SECONDS) if self._defers_hold() else hold
 
     def _defers_hold(self) -> bool:
-        """Whether a long hold goes to the triggerer: never where execution_timeout would cut it there."""
+        """Whether a long hold goes to the triggerer (decided once a try by :meth:`_decide_where_to_hold`)."""
+        return self._hold_deferred
+
+    def _decide_where_to_hold(self) -> None:
+        """Defer long holds only where the slot stays taken until the hold ends; say why not otherwise."""
+        from airflow_octorpa.pool_facts import pool_counts_deferred
         from airflow_octorpa.version_compat import execution_timeout_spans_deferral
 
-        return self.deferrable and not (self.execution_timeout and execution_timeout_spans_deferral())
-
-    def _say_where_the_hold_is_kept(self) -> None:
-        if self.deferrable and not self._defers_hold():
-            self.log.info(
+        self._hold_deferred = False
+        if not self.deferrable:
+            return
+        if self.execution_timeout and execution_timeout_spans_deferral():
+            return self.log.info(
                 "Keeping the slot hold in the worker although deferrable=True: on Airflow 2 execution_timeout "
                 "also counts the time a task is deferred, and its end would cancel the hold early. Remove "
                 "execution_timeout to defer the hold."
             )
+        counts = pool_counts_deferred(self.pool)
+        if counts is not True:
+            why = (
+                f"the pool {self.pool!r} does not count deferred tasks, so a deferred hold would free its slot at once"
+                if counts is False
+                else f"whether the pool {self.pool!r} counts deferred tasks cannot be told here (on Airflow 3 "
+                "the scheduler publishes it when a DAG run starts)"
+            )
+            return self.log.warning(
+                "Keeping the slot hold in the worker although deferrable=True: %s. Fix: airflow pools set %s "
+                "<slots> 'Octopus RPA webhook calls' --include-deferred, then check with octorpa doctor.",
+                why,
+                self.pool,
+            )
+        self._hold_deferred = True
 
     def _warn_outside_pool(self, account_pool: str) -> None:
         if self.pool != account_pool:

@@ -1,4 +1,5 @@
-"""The provider's Airflow plugin: removes a DAG run's call records (Variables) once the run ends.
+"""The provider's Airflow plugin: removes a DAG run's call records (Variables) once the run ends,
+and publishes which pools count deferred tasks for Airflow 3's workers (:mod:`airflow_octorpa.pool_facts`).
 
 Where Airflow has no task state store (before 3.3) each trigger task keeps its call record in a
 Variable (see :mod:`airflow_octorpa.call_record`). Once its DAG run has ended no try of its tasks
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from airflow.listeners import hookimpl
@@ -18,10 +20,9 @@ from airflow.plugins_manager import AirflowPlugin
 log = logging.getLogger(__name__)
 
 
-def _forget(dag_run: Any) -> None:
+def _in_the_runs_session(dag_run: Any, work: Callable[[Any], None], what: str) -> None:
+    """Run ``work`` in the transaction that changed the run (the scheduler's), else in its own."""
     from sqlalchemy.orm import object_session
-
-    from airflow_octorpa.call_record import forget_dag_run
 
     try:
         session = object_session(dag_run)
@@ -29,28 +30,90 @@ def _forget(dag_run: Any) -> None:
             from airflow.utils.session import create_session
 
             with create_session() as own_session:
-                forgotten = forget_dag_run(dag_run.dag_id, dag_run.run_id, own_session)
+                work(own_session)
         else:
-            forgotten = forget_dag_run(dag_run.dag_id, dag_run.run_id, session)
+            work(session)
     except Exception:  # Airflow 2 does not catch a listener's error: it would stop the scheduler's loop
-        log.warning("Could not remove the Octopus RPA call records of %s.", dag_run, exc_info=True)
-        return
-    if forgotten:
-        log.info("Removed %d Octopus RPA call record(s) of %s, which has ended.", forgotten, dag_run)
+        log.warning("Could not %s for %s.", what, dag_run, exc_info=True)
+
+
+def _forget(dag_run: Any) -> None:
+    from airflow_octorpa.call_record import forget_dag_run
+
+    def forget(session: Any) -> None:
+        if forgotten := forget_dag_run(dag_run.dag_id, dag_run.run_id, session):
+            log.info("Removed %d Octopus RPA call record(s) of %s, which has ended.", forgotten, dag_run)
+
+    _in_the_runs_session(dag_run, forget, "remove the Octopus RPA call records")
+
+
+def _publish_pools(dag_run: Any) -> None:
+    from airflow_octorpa.pool_facts import publish_pool_facts
+
+    def publish(session: Any) -> None:
+        if publish_pool_facts(session):
+            log.info("Published which pools count deferred tasks, for the Octopus RPA provider's tasks.")
+
+    _in_the_runs_session(dag_run, publish, "publish the pools for the Octopus RPA provider")
+
+
+def _note_started_runs(dag_run: Any) -> None:
+    """A DAG run that ended while trigger tasks held their slots (``dagrun_timeout`` skips them, a
+    run marked failed fails them) leaves tasks whose runs started: a note on each says so."""
+    from airflow.models.taskinstance import TaskInstance
+    from sqlalchemy import select
+
+    from airflow_octorpa.call_record import started_calls_of_dag_run
+
+    def note(session: Any) -> None:
+        started = started_calls_of_dag_run(dag_run, session)
+        if not started:
+            return
+        tis = session.scalars(
+            select(TaskInstance).where(TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id)
+        )
+        for ti in tis:
+            record = started.get((ti.task_id, ti.map_index))
+            if record is None or ti.state == "success":
+                continue
+            text = _started_note(record, str(ti.state))
+            ti.note = f"{ti.note}\n\n{text}" if ti.note else text
+            log.warning("%s (%s)", text, ti)
+
+    _in_the_runs_session(dag_run, note, "note the Octopus RPA runs that started")
+
+
+def _started_note(record: dict[str, Any], state: str) -> str:
+    from airflow_octorpa.call_record import CallRecord
+
+    sent_at = CallRecord(**record).sent_at_text
+    return (
+        f"Octopus RPA run flowProcessNo={record['result'].get('flow_process_no')} STARTED (called at {sent_at}) "
+        f"before this task ended {state}: its DAG run ended first (dagrun_timeout, "
+        "or marked failed) while the task held its rate-limit slot. Clearing the task starts the app again."
+    )
+
+
+@hookimpl
+def on_dag_run_running(dag_run: Any, msg: str) -> None:
+    _publish_pools(dag_run)
 
 
 @hookimpl
 def on_dag_run_success(dag_run: Any, msg: str) -> None:
     _forget(dag_run)
+    _publish_pools(dag_run)
 
 
 @hookimpl
 def on_dag_run_failed(dag_run: Any, msg: str) -> None:
+    _note_started_runs(dag_run)
     _forget(dag_run)
+    _publish_pools(dag_run)
 
 
 class OctoRpaPlugin(AirflowPlugin):
-    """Registers the listener that removes the call records of ended DAG runs."""
+    """Registers the listener that removes the call records of ended DAG runs and publishes the pools."""
 
     name = "octorpa"
     listeners = [sys.modules[__name__]]  # this module's hookimpls

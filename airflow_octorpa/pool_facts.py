@@ -1,0 +1,80 @@
+"""Whether a pool counts deferred tasks, told where a trigger task can read it.
+
+A deferred slot hold keeps its pool slot only in a pool that counts deferred tasks
+(``include_deferred``). ``airflow pools set`` and the UI's checkbox default to not counting them;
+in such a pool a deferred hold frees its slot at once and the account's limits break. So a
+deferrable trigger task defers its hold only when it knows its pool counts deferred tasks, and
+keeps the hold in the worker otherwise (:func:`pool_counts_deferred` returns ``None`` when it
+cannot tell).
+
+Airflow 2's workers read the pool from the metadata database. Airflow 3's cannot (the Task SDK
+has no call for pools), so the provider's listener, which runs in the scheduler, copies every
+pool's ``slots`` and ``include_deferred`` into the Variable ``octorpa_pools`` when a DAG run
+starts or ends (:func:`publish_pool_facts`; written only when something changed). A pool changed
+since then is seen when the next DAG run starts; ``octorpa doctor`` checks the pool itself.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+POOL_FACTS_KEY = "octorpa_pools"
+_DESCRIPTION = (
+    "airflow-provider-octorpa: each pool's slots and whether it counts deferred tasks, copied here by the "
+    "scheduler for Airflow 3's workers, which cannot read pools. Rewritten when it changes; do not edit."
+)
+
+
+def read_pools(session: Any) -> dict[str, dict[str, Any]]:
+    """Every pool's slots and whether it counts deferred tasks, from the metadata database."""
+    from airflow.models.pool import Pool
+    from sqlalchemy import select
+
+    rows = session.execute(select(Pool.pool, Pool.slots, Pool.include_deferred)).all()
+    return {name: {"slots": slots, "include_deferred": bool(counts)} for name, slots, counts in rows}
+
+
+def publish_pool_facts(session: Any) -> bool:
+    """Copy :func:`read_pools` into the ``octorpa_pools`` Variable; True when it changed."""
+    from airflow.models.variable import Variable
+    from sqlalchemy import select
+
+    text = json.dumps(read_pools(session), sort_keys=True)
+    row = session.scalar(select(Variable).where(Variable.key == POOL_FACTS_KEY))
+    if row is None:
+        session.add(Variable(key=POOL_FACTS_KEY, val=text, description=_DESCRIPTION))
+    elif row.val != text:
+        row.set_val(text)
+    else:
+        return False
+    session.flush()
+    return True
+
+
+def pool_counts_deferred(pool: str) -> bool | None:
+    """Whether ``pool`` counts deferred tasks: True, False, or None when that cannot be told here."""
+    from airflow_octorpa.version_compat import AIRFLOW_V_3
+
+    try:
+        facts = _published_facts() if AIRFLOW_V_3 else _facts_from_the_database()
+    except Exception:  # noqa: BLE001 - cannot tell: the caller keeps the hold in the worker
+        return None
+    pool_facts = facts.get(pool) if isinstance(facts, dict) else None
+    if not isinstance(pool_facts, dict) or not isinstance(pool_facts.get("include_deferred"), bool):
+        return None
+    return pool_facts["include_deferred"]
+
+
+def _facts_from_the_database() -> dict[str, Any]:
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return read_pools(session)
+
+
+def _published_facts() -> Any:
+    from airflow.providers.common.compat.sdk import Variable
+
+    text = Variable.get(POOL_FACTS_KEY, None)
+    return json.loads(text) if text else {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +21,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RATE_LIMITED, EXIT_UNKNOWN_OUTCOME = 0, 1
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Read connections as Airflow's own CLI does (`airflow connections get`): outside a task the
+    # Task SDK of Airflow 3 consults only environment variables and secrets backends, unless the
+    # process says it is a server; then the metadata database is consulted too.
+    os.environ.setdefault("_AIRFLOW_PROCESS_CONTEXT", "server")
     if argv[:1] == ["emulator"]:  # its own options, --help included, belong to the emulator
         from airflow_octorpa.emulator.__main__ import main as emulator_main
 
@@ -245,6 +250,7 @@ def _doctor(args: argparse.Namespace) -> int:
         ("signing", lambda: _check_signing(config.secret)),
         ("webhook host", lambda: _check_host(hook)),
         ("pool", lambda: _check_pool(config.pool, config.pool_size)),
+        ("pool's connections", lambda: _check_pool_peers(args.conn_id, config)),
         *checks,
     ]
     return _report([(name, *_run_check(check)) for name, check in checks])
@@ -307,6 +313,52 @@ def _check_pool(name: str, size: int) -> str:
     if not include_deferred:
         raise _CheckFailed(f"the pool {name!r} does not count deferred tasks, so deferred holds free their slot. {fix}")
     return f"{name!r} has {slots} slots and counts deferred tasks"
+
+
+def _check_pool_peers(conn_id: str, config: Any) -> str:
+    """Every Octopus RPA connection that names the same pool must compute the same hold from the
+    same limits and pool size; otherwise one of them overdraws the shared budget."""
+    from airflow_octorpa.hooks.octorpa import OctoRpaHook
+
+    differing = []
+    peers = 0
+    for other in sorted(_octorpa_conn_ids() - {conn_id}):
+        try:
+            other_config = OctoRpaHook(other).config
+        except Exception:  # noqa: BLE001 - a broken connection is reported by its own doctor run
+            continue
+        if other_config.pool != config.pool:
+            continue
+        peers += 1
+        if (other_config.rate_limits, other_config.pool_size) != (config.rate_limits, config.pool_size):
+            differing.append(
+                f"{other!r} has rate_limits {other_config.rate_limits!r} and pool_size {other_config.pool_size}"
+            )
+    if differing:
+        raise _CheckFailed(
+            f"connections share the pool {config.pool!r} with other limits than {conn_id!r} "
+            f"(rate_limits {config.rate_limits!r}, pool_size {config.pool_size}): {'; '.join(differing)}. One pool "
+            "is one account's budget: give them the same rate_limits and pool_size, or each account its own pool."
+        )
+    return f"{peers} other connection(s) share the pool {config.pool!r} with the same limits"
+
+
+def _octorpa_conn_ids() -> set[str]:
+    """The ids of the Octopus RPA connections in the metadata database and in AIRFLOW_CONN_* variables."""
+    found: set[str] = set()
+    for name, value in os.environ.items():
+        if name.startswith("AIRFLOW_CONN_") and ("octorpa" in value.split("://", 1)[0] or '"octorpa"' in value):
+            found.add(name[len("AIRFLOW_CONN_") :].lower())
+    try:
+        from airflow.models.connection import Connection
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            found.update(session.scalars(select(Connection.conn_id).where(Connection.conn_type == "octorpa")))
+    except Exception:  # noqa: BLE001 - no metadata database here: the variables are all there is
+        pass
+    return found
 
 
 def _check_provider() -> str:

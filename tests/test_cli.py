@@ -100,6 +100,38 @@ def test_trigger_exit_codes_follow_the_outcome(emulator, cli_env):
     assert done.returncode == 4 and "MAY" in done.stderr.upper()  # the app may have started
 
 
+@pytest.mark.parametrize("stored_in", ["metadata-database", "secrets-backend"])
+def test_every_subcommand_reads_connections_stored_where_airflow_keeps_them(emulator, airflow_db, tmp_path, stored_in):
+    """Not only AIRFLOW_CONN_* variables: outside a task, Airflow 3's Task SDK reads neither the
+    metadata database nor (on some versions) a secrets backend unless asked as Airflow's CLI asks."""
+    conn_id = f"octorpa_{stored_in.replace('-', '_')}"
+    conn = {"conn_type": "octorpa", "host": emulator.webhook_url(ORDER_WEBHOOK), "password": ORDER_SECRET}
+    env = {"XDG_STATE_HOME": str(tmp_path)}
+    if stored_in == "metadata-database":
+        airflow_cli("connections", "delete", conn_id)
+        done = airflow_cli("connections", "add", conn_id, "--conn-json", json.dumps(conn))
+        assert done.returncode == 0, done.stderr
+    else:
+        (tmp_path / "connections.json").write_text(json.dumps({conn_id: conn}))
+        env |= {
+            "AIRFLOW__SECRETS__BACKEND": "airflow.secrets.local_filesystem.LocalFilesystemBackend",
+            "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps(
+                {"connections_file_path": str(tmp_path / "connections.json")}
+            ),
+        }
+
+    pool = octorpa("pool", "--conn-id", conn_id, env=env)
+    assert pool.returncode == 0 and json_output(pool.stdout) == pool_file(), pool.stderr
+    signed = octorpa("sign", "--conn-id", conn_id, "--timestamp", "1700000000", env=env)
+    assert signed.returncode == 0, signed.stderr
+    doctor = octorpa("doctor", "--conn-id", conn_id, env=env)
+    assert "ok   connection:" in doctor.stdout, doctor.stdout + doctor.stderr
+    triggered = octorpa("trigger", "--conn-id", conn_id, "-p", "订单号=stored", env=env)
+    assert triggered.returncode == 0, triggered.stderr
+    (run,) = emulator.state.snapshot("runs")
+    assert json_output(triggered.stdout)["flow_process_no"] == run["flow_process_no"]
+
+
 def test_sign_matches_the_vendors_test_vector_from_stdin():
     done = octorpa("sign", "--timestamp", "1700000000", stdin="SEC123\n")
     assert (done.returncode, done.stdout.strip()) == (0, "j/tImR0k8vYXRsYw0+GHVQkV1v/J/8obOuMU7PE/KDo=")
@@ -135,8 +167,14 @@ def test_doctor_passes_on_a_good_setup_and_names_each_fix(emulator, airflow_db):
     good = {"AIRFLOW_CONN_OCTORPA_DEFAULT": connection_json(emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET)}
     done = octorpa("doctor", env=good)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert [line.split()[0] for line in _report(done.stdout)] == ["ok"] * 5
+    assert [line.split()[0] for line in _report(done.stdout)] == ["ok"] * 6
     assert ORDER_SECRET not in done.stdout
+
+    # Another connection naming the same pool with other limits would overdraw the shared budget.
+    other = connection_json(emulator.webhook_url(VENDOR_WEBHOOK), VENDOR_SECRET, rate_limits="10/second;40/minute")
+    done = octorpa("doctor", env={**good, "AIRFLOW_CONN_OCTORPA_OTHER": other})
+    assert done.returncode == 1 and "FAIL pool's connections" in done.stdout
+    assert "'octorpa_other' has rate_limits '10/second;40/minute'" in done.stdout
 
     # Wrong pool size, no pool, an unreachable host: each check fails with its fix; exit 1.
     airflow_cli("pools", "set", "octorpa_small", "3", "x", "--include-deferred")

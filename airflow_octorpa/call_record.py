@@ -62,6 +62,7 @@ class CallRecord:
     # Absent in records written before 0.3: such a record is matched on ``generation`` alone.
     clear_number: int | None = None  # the DAG run's clear_number when the call was recorded
     dag_run_started: str | None = None  # the DAG run's start date (ISO): which run of this run_id
+    cleared: bool = False  # the task was cleared while it ran (Airflow 2): the next try is a new trigger
 
     @property
     def sent_at_text(self) -> str:
@@ -319,7 +320,7 @@ class CallLedger:
                 record.dag_run_started,
             )
             return None
-        if record.generation != self._generation or _differ(record.clear_number, self._clear_number):
+        if record.cleared or record.generation != self._generation or _differ(record.clear_number, self._clear_number):
             self._log.info("The task was cleared since its last call: this is a new trigger.")
             return None
         return record
@@ -366,6 +367,13 @@ class CallLedger:
 
     def unknown(self, record: CallRecord) -> None:
         self._write(replace(record, state=UNKNOWN))
+
+    def cleared(self) -> None:
+        """The task instance was cleared while it ran: its next try is a new trigger."""
+        raw = self._read() if self._store is not None else None
+        record = _parse(raw) if raw is not None else None
+        if record is not None:
+            self._write(replace(record, cleared=True))
 
     def not_started(self) -> None:
         if self._store is not None:

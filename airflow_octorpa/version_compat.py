@@ -41,3 +41,19 @@ def current_dag_and_group(dag: Any = None, group: Any = None) -> tuple[Any, Any]
     if group is None and dag is not None:
         group = TaskGroupContext.get_current(dag)
     return dag, group
+
+
+def cleared_while_running(ti: Any) -> bool:
+    """Whether this running task instance is being stopped because it was cleared.
+
+    Airflow 2 marks a running task instance that is cleared ``restarting`` and terminates it; its
+    next try keeps ``max_tries`` and its DAG run's ``clear_number``, so nothing else would tell a
+    retry from that clear. Its workers read the state from the metadata database. Airflow 3's
+    workers cannot (3.2+ raises ``clear_number`` on every clear instead).
+    """
+    if AIRFLOW_V_3 or ti is None:
+        return False
+    try:
+        return str(ti.current_state()) == "restarting"
+    except Exception:  # noqa: BLE001 - cannot tell: treat it as a retry, which never sends twice
+        return False

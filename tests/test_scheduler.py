@@ -232,6 +232,29 @@ def test_worker_killed_after_its_call_is_not_triggered_twice_but_a_clear_is(scal
     (cluster.home / "octorpa_crash_retries").unlink()
 
 
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(
+    AIRFLOW_VERSION.release[:2] in ((3, 0), (3, 1)),
+    reason="Airflow 3.0 and 3.1 tell the worker nothing that a clear of a running task changes (README)",
+)
+def test_a_task_cleared_while_it_runs_triggers_anew(scaled_emulator, cluster):
+    """A clear is a new trigger even when the task is running: Airflow 2 keeps its max_tries and its
+    DAG run's clear_number then, so the task's on_kill marks its record from the 'restarting' state."""
+    scaled_emulator.state.reset()
+    cluster.wait_for_dags("octorpa_running_clear")
+    cluster.trigger("octorpa_running_clear", "running", {})
+    cluster.wait_for(lambda: len(scaled_emulator.state.snapshot("runs")) == 1, 180, "the first call")
+    cluster.wait_for(
+        lambda: "Keeping the pool slot" in _task_log(cluster, "octorpa_running_clear", "running"), 30, "the hold"
+    )
+    cluster.cli("tasks", "clear", "octorpa_running_clear", "--yes")
+    cluster.wait_for(lambda: len(scaled_emulator.state.snapshot("runs")) == 2, 180, "the cleared task's call")
+    assert cluster.wait_for_run("octorpa_running_clear", "running", timeout=180) == "success", cluster.log_tail()
+    second = scaled_emulator.state.snapshot("runs")[1]
+    xcom = cluster.xcom_values("octorpa_running_clear", "running", "trigger")[-1]
+    assert xcom["flow_process_no"] == second["flow_process_no"]
+
+
 @pytest.mark.timeout(600)
 def test_deferred_mode_ends_like_worker_mode(scaled_emulator, cluster):
     """Same XCom semantics, same listener events, same downstream behaviour in both modes."""

@@ -97,6 +97,8 @@ class OctoRpaTriggerOperator(BaseOperator):
         self._in_flight: CallRecord | None = None  # the call whose answer was cut off by a timeout
         self._result: dict[str, Any] | None = None  # what the task returns, for OpenLineage
         self._hold_deferred = False  # whether this try defers a long hold (see _decide_where_to_hold)
+        self._ledger: CallLedger | None = None
+        self._ti: Any = None
 
     @classmethod
     def partial(cls, **kwargs: Any) -> Any:
@@ -123,7 +125,8 @@ class OctoRpaTriggerOperator(BaseOperator):
         call = self.hook.prepare(app_params, bot_id=self.bot_id or None)  # bad input: nothing sent
         self._decide_where_to_hold()
         deadline = self._execution_deadline(config, began)  # a timeout that cannot fit: nothing sent
-        ledger = CallLedger.from_context(context, self.log)
+        ledger = self._ledger = CallLedger.from_context(context, self.log)
+        self._ti = context.get("ti")
         if (prior := ledger.prior()) is not None:
             if prior.state == STARTED and prior.result is not None:
                 self.log.info(
@@ -163,6 +166,19 @@ class OctoRpaTriggerOperator(BaseOperator):
             )
         self.log.info("Slot hold over; Octopus RPA run flowProcessNo=%s.", result["flow_process_no"])
         return self._finished(result)
+
+    def on_kill(self) -> None:
+        """Airflow 2 stops a running task that is cleared this way: mark its call record so that
+        the next try is a new trigger, as after any other clear."""
+        from airflow_octorpa.version_compat import cleared_while_running
+
+        if self._ledger is None or not cleared_while_running(self._ti):
+            return
+        try:
+            self._ledger.cleared()
+            self.log.info("This task was cleared while it ran: its next try triggers the app anew.")
+        except Exception as err:  # noqa: BLE001 - the record stays as it was: the next try will not resend
+            self.log.warning("Could not mark the call record as cleared (%s: %s).", type(err).__name__, err)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """An ``octorpa`` run facet naming the webhook, the robot and the started run (OpenLineage)."""

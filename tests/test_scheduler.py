@@ -194,13 +194,7 @@ def test_a_dagrun_timeout_during_a_deferred_hold_notes_that_the_run_started(scal
 
 @pytest.mark.timeout(600)
 def test_worker_killed_after_its_call_is_not_triggered_twice_but_a_clear_is(scaled_emulator, cluster):
-    scaled_emulator.state.reset()
-    cluster.wait_for_dags("octorpa_crash")
-    cluster.trigger("octorpa_crash", "crash", {})
-    cluster.wait_for(lambda: len(scaled_emulator.state.snapshot("runs")) == 1, 180, "the first call")
-    cluster.wait_for(
-        lambda: "Keeping the pool slot" in _task_log(cluster, "octorpa_crash", "crash"), 30, "the slot hold to begin"
-    )
+    _start_and_wait_for_the_hold(scaled_emulator, cluster, "octorpa_crash", "crash")
     # The run started and was recorded; the task process (titled 'airflow worker -- <ti id>') dies
     # holding its slot.
     # The DAG's retries change before the retry (as a DAG reading them from a Variable would see):
@@ -240,13 +234,7 @@ def test_worker_killed_after_its_call_is_not_triggered_twice_but_a_clear_is(scal
 def test_a_task_cleared_while_it_runs_triggers_anew(scaled_emulator, cluster):
     """A clear is a new trigger even when the task is running: Airflow 2 keeps its max_tries and its
     DAG run's clear_number then, so the task's on_kill marks its record from the 'restarting' state."""
-    scaled_emulator.state.reset()
-    cluster.wait_for_dags("octorpa_running_clear")
-    cluster.trigger("octorpa_running_clear", "running", {})
-    cluster.wait_for(lambda: len(scaled_emulator.state.snapshot("runs")) == 1, 180, "the first call")
-    cluster.wait_for(
-        lambda: "Keeping the pool slot" in _task_log(cluster, "octorpa_running_clear", "running"), 30, "the hold"
-    )
+    _start_and_wait_for_the_hold(scaled_emulator, cluster, "octorpa_running_clear", "running")
     cluster.cli("tasks", "clear", "octorpa_running_clear", "--yes")
     cluster.wait_for(lambda: len(scaled_emulator.state.snapshot("runs")) == 2, 180, "the cleared task's call")
     assert cluster.wait_for_run("octorpa_running_clear", "running", timeout=180) == "success", cluster.log_tail()
@@ -283,6 +271,17 @@ def test_deferred_mode_ends_like_worker_mode(scaled_emulator, cluster):
         assert {("single", -1), ("silent", -1), ("mapped", 0), ("mapped", 1)} <= succeeded, succeeded
     assert "(deferred)" in _task_log(cluster, "octorpa_modes_deferred", "modes")
     assert "(deferred)" not in _task_log(cluster, "octorpa_modes_worker", "modes")
+
+
+def _start_and_wait_for_the_hold(scaled_emulator, cluster, dag_id: str, run_id: str) -> None:
+    """Trigger the DAG's only trigger task and return once its run started and its slot hold began."""
+    scaled_emulator.state.reset()
+    cluster.wait_for_dags(dag_id)
+    cluster.trigger(dag_id, run_id, {})
+    cluster.wait_for(lambda: len(scaled_emulator.state.snapshot("runs")) == 1, 180, "the first call")
+    cluster.wait_for(
+        lambda: "Keeping the pool slot" in _task_log(cluster, dag_id, run_id), 30, "the slot hold to begin"
+    )
 
 
 def _task_process_title(cluster, dag_id: str, run_id: str) -> str:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from cli_output import json_output
 from conftest import ORDER_SECRET, ORDER_WEBHOOK, VENDOR_SECRET, VENDOR_WEBHOOK, airflow_cli, connection_json
 
-from airflow_octorpa.cli import CallLog, _split_param
+from airflow_octorpa.cli import CallLog, CallLogError, _split_param
 from airflow_octorpa.rate_limit import pool_file
 
 OCTORPA = str(Path(sys.executable).with_name("octorpa"))
@@ -215,9 +217,45 @@ def test_params_split_on_the_first_separator(pair, split):
 
 
 def test_call_log_waits_for_every_window(tmp_path):
-    log = CallLog(tmp_path / "calls.json")
-    for t in (100.0, 100.1, 100.2, 100.3, 100.4):
-        log.record(now=t)
-    assert log.wait_before_next("5/second;20/minute", now=100.5) == pytest.approx(0.5)
-    assert log.wait_before_next("5/second;20/minute", now=101.1) == 0.0
-    assert log.wait_before_next("5/minute", now=101.1) == pytest.approx(58.9)
+    log = CallLog(tmp_path / "octorpa" / "calls.json")
+    base = time.time() - 10  # the log keeps the last hour's calls
+    for t in (0.0, 0.1, 0.2, 0.3, 0.4):
+        log.record(now=base + t)
+    assert log.wait_before_next("5/second;20/minute", now=base + 0.5) == pytest.approx(0.5)
+    assert log.wait_before_next("5/second;20/minute", now=base + 1.1) == 0.0
+    assert log.wait_before_next("5/minute", now=base + 1.1) == pytest.approx(58.9)
+
+
+def test_call_log_is_private_refuses_links_and_corruption(tmp_path):
+    log = CallLog.for_connection("../../etc/passwd")  # a connection id is no path
+    assert log.path.parent.name == "octorpa" and log.path.name.startswith("calls-_.._etc_passwd-")
+    (tmp_path / "octorpa").mkdir(mode=0o755)  # as an earlier version left it
+    log = CallLog(tmp_path / "octorpa" / "calls.json")
+    log.record()
+    assert stat.S_IMODE(log.path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(log.path.stat().st_mode) == 0o600
+
+    # A link planted where the log is written is replaced, never written through.
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    log.path.unlink()
+    log.path.symlink_to(target)
+    with pytest.raises(CallLogError, match="cannot be read"):
+        log.record()
+    assert target.read_text() == "keep me"
+
+    log.path.unlink()
+    log.path.write_text("{not json")
+    with pytest.raises(CallLogError, match="is corrupt"):
+        log.times()
+    assert log.path.read_text() == "{not json"  # a corrupt log is never reset to 'no calls'
+
+
+def test_trigger_refuses_when_its_call_log_is_unusable(emulator, cli_env, tmp_path):
+    state_file = tmp_path / "a-file"
+    state_file.write_text("")
+    for env in ({**cli_env, "XDG_STATE_HOME": str(state_file)},):
+        done = octorpa("trigger", "-p", "订单号=X", env=env)
+        assert done.returncode == 2 and "Nothing sent: the call log" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    assert emulator.state.snapshot("calls") == []

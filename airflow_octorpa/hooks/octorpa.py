@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     import requests
 
 DEFAULT_TIMEOUT = 30.0
+# A call that has not been answered in ten minutes is lost; a longer timeout only holds a worker.
+MAX_TIMEOUT = 600.0
 # The vendor documents no size limit; an RPA app's input variables are small, and a body this big
 # is a mistake (a whole file passed by value) that is better refused before it is sent.
 MAX_BODY_BYTES = 1024 * 1024
@@ -46,9 +48,29 @@ def sign(timestamp: str, secret: str) -> str:
     return base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode("ascii")
 
 
-def _check_json_value(value: Any, path: str) -> None:
+# How deep app_params may nest. An RPA app's input variables are flat or nearly so; deeper (or a
+# mapping that contains itself) is a mistake, refused with a message instead of a RecursionError.
+MAX_PARAMS_DEPTH = 32
+
+
+def _check_json_value(value: Any, path: str, depth: int = 0) -> None:
     """Raise when ``value`` cannot travel as JSON with its type intact (``path`` names it)."""
-    if value is None or isinstance(value, (str, bool, int)):
+    if depth > MAX_PARAMS_DEPTH:
+        raise OctoRpaInvalidParamsError(
+            f"app_params{path[:200]} nests more than {MAX_PARAMS_DEPTH} levels deep, or contains itself. Pass "
+            "the app's input variables as a flat mapping of names to values."
+        )
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        _check_text(value, path)
+        return
+    if isinstance(value, int):
+        if value.bit_length() > 64 * 8:  # Python refuses to write ints past 4300 digits as text
+            raise OctoRpaInvalidParamsError(
+                f"app_params{path} is an integer of {value.bit_length()} bits, too large to send as a JSON "
+                "number. Send it as a string."
+            )
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -61,20 +83,32 @@ def _check_json_value(value: Any, path: str) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise OctoRpaInvalidParamsError(
-                    f"app_params{path} has the key {key!r} of type {type(key).__name__}; JSON object "
+                    f"app_params{path} has the key {key!r:.80} of type {type(key).__name__}; JSON object "
                     "keys must be strings. Convert it with str() before passing it."
                 )
-            _check_json_value(item, f"{path}[{key!r}]")
+            _check_text(key, f"{path} key {key!r:.80}")
+            _check_json_value(item, f"{path}[{key!r:.80}]", depth + 1)
         return
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            _check_json_value(item, f"{path}[{index}]")
+            _check_json_value(item, f"{path}[{index}]", depth + 1)
         return
     raise OctoRpaInvalidParamsError(
         f"app_params{path} is a {type(value).__name__} ({value!r:.80}), which JSON cannot carry. "
         "Convert it to a string, number, boolean, list or mapping before passing it "
         "(for example a datetime with .isoformat(), a Decimal with str() or float())."
     )
+
+
+def _check_text(text: str, path: str) -> None:
+    """Text must be valid Unicode: a lone surrogate (from bad decoding upstream) cannot be UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise OctoRpaInvalidParamsError(
+            f"app_params{path} holds the lone surrogate {text[err.start]!r} at position {err.start}, which is "
+            "not valid Unicode and cannot be sent as UTF-8. Fix the decoding where the value comes from."
+        ) from None
 
 
 def validate_app_params(app_params: Any) -> dict[str, Any]:
@@ -102,10 +136,10 @@ def build_payload(
     ``sign`` is empty when there is no secret (the trigger's signature check is off).
     """
     params = validate_app_params(app_params)
-    if bot_id is not None and not isinstance(bot_id, str):
+    if bot_id is not None and (not isinstance(bot_id, str) or not _is_valid_text(bot_id)):
         raise OctoRpaConfigurationError(
-            f"bot_id must be a string (the robot id from the Octopus RPA console), got "
-            f"{type(bot_id).__name__}: {bot_id!r}."
+            f"bot_id must be a string of valid Unicode (the robot id from the Octopus RPA console), got "
+            f"{type(bot_id).__name__}: {bot_id!r:.80}."
         )
     timestamp = timestamp if timestamp is not None else str(int(time.time()))
     body: dict[str, Any] = {
@@ -116,6 +150,14 @@ def build_payload(
     if bot_id:
         body["SpecifiedBot"] = bot_id
     return body
+
+
+def _is_valid_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -221,7 +263,7 @@ class OctoRpaHook(BaseHook):
                 "is not defined. Create it (Admin > Connections, type 'Octopus RPA') or set the "
                 f"environment variable AIRFLOW_CONN_{self.octorpa_conn_id.upper()}."
             ) from None
-        extra = conn.extra_dejson
+        extra = self._extra(conn.extra)
         rate_limits, pool_size = self._extra_rate_limits(extra), self._extra_pool_size(extra)
         try:
             hold = hold_seconds(rate_limits, pool_size)
@@ -233,7 +275,7 @@ class OctoRpaHook(BaseHook):
             bot_id=self._extra_bot_id(extra),
             timeout=self._extra_timeout(extra),
             rate_limits=rate_limits,
-            pool=str(extra.get("pool") or DEFAULT_POOL),
+            pool=self._extra_pool(extra),
             pool_size=pool_size,
             hold=hold,
         )
@@ -257,11 +299,8 @@ class OctoRpaHook(BaseHook):
         else:
             netloc = f"{host}:{port}" if port else host
             url = f"{extra.get('scheme') or 'https'}://{netloc}/{(schema or '').lstrip('/')}"
-        if not _is_http_url(url):
-            raise self._error(
-                f"has the webhook URL {url!r}, which is not an http(s) URL. Copy the whole URL "
-                "from the Octopus RPA console, starting with https://."
-            )
+        if problem := webhook_url_problem(url, allow_insecure_http=self._extra_flag(extra, "allow_insecure_http")):
+            raise self._error(f"has the webhook URL {_redacted_url(url)!r}: {problem}")
         return url
 
     def _check_port_matches(self, url: str, port: int | None) -> None:
@@ -280,6 +319,14 @@ class OctoRpaHook(BaseHook):
                 f"Host field decides where calls go: set the port to {url_port} or leave it empty."
             )
 
+    def _extra_flag(self, extra: dict, name: str) -> bool:
+        value = extra.get(name, False)
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", ""):
+            return value.strip().lower() == "true"
+        if not isinstance(value, bool):
+            raise self._error(f"has the extra {name}={value!r}; give true or false.")
+        return value
+
     def _extra_bot_id(self, extra: dict) -> str | None:
         bot_id = extra.get("bot_id")
         if bot_id in (None, ""):
@@ -288,16 +335,32 @@ class OctoRpaHook(BaseHook):
             raise self._error(f"has a bot_id extra of type {type(bot_id).__name__}; give the robot id as a string.")
         return bot_id
 
+    def _extra(self, text: str | None) -> dict[str, Any]:
+        """The extra as a JSON object; Airflow's ``extra_dejson`` would take bad JSON for ``{}``."""
+        if text is None or not str(text).strip():
+            return {}
+        try:
+            extra = json.loads(text)
+        except (ValueError, RecursionError):
+            raise self._error(
+                'has an extra that is not JSON. Write it as a JSON object, such as {"bot_id": "...", "timeout": 30}.'
+            ) from None
+        if not isinstance(extra, dict):
+            raise self._error(f"has an extra that is a JSON {type(extra).__name__}; write it as a JSON object.")
+        return extra
+
     def _extra_timeout(self, extra: dict) -> float:
         raw = self._timeout_override if self._timeout_override is not None else extra.get("timeout")
         if raw in (None, ""):
             return DEFAULT_TIMEOUT
-        try:
-            timeout = float(raw)
-        except (TypeError, ValueError):
-            timeout = math.nan
-        if not math.isfinite(timeout) or timeout <= 0:
-            raise self._error(f"has the timeout {raw!r}; give a positive number of seconds.")
+        timeout = math.nan
+        if not isinstance(raw, bool):  # true would read as 1 s
+            try:
+                timeout = float(raw)
+            except (TypeError, ValueError, OverflowError):
+                pass
+        if not math.isfinite(timeout) or not 0 < timeout <= MAX_TIMEOUT:
+            raise self._error(f"has the timeout {raw!r}; give a number of seconds above 0 and at most {MAX_TIMEOUT:g}.")
         return timeout
 
     def _extra_rate_limits(self, extra: dict) -> str:
@@ -305,13 +368,21 @@ class OctoRpaHook(BaseHook):
         from limits import parse_many  # lazily: DAG files import this module at every parse
 
         try:
-            parse_many(rate_limits)
-        except ValueError:
+            items = parse_many(rate_limits) if isinstance(rate_limits, str) else []
+        except (ValueError, TypeError, OverflowError):
+            items = []
+        if not items or any(item.get_expiry() <= 0 or item.amount < 1 for item in items):
             raise self._error(
-                f"has the rate_limits {rate_limits!r}, which the 'limits' package cannot parse; "
-                f"write them like {DEFAULT_RATE_LIMITS!r}."
-            ) from None
+                f"has the rate_limits {rate_limits!r:.120}, which the 'limits' package cannot read as limits of "
+                f"at least one call per period; write them like {DEFAULT_RATE_LIMITS!r}."
+            )
         return rate_limits
+
+    def _extra_pool(self, extra: dict) -> str:
+        pool = extra.get("pool") or DEFAULT_POOL
+        if not isinstance(pool, str) or not pool.strip() or len(pool) > 256 or not pool.isprintable():
+            raise self._error(f"has the pool {pool!r:.80}; give the name of an Airflow pool (at most 256 characters).")
+        return pool
 
     def _extra_pool_size(self, extra: dict) -> int:
         if extra.get("pool_slots") not in (None, ""):
@@ -325,12 +396,13 @@ class OctoRpaHook(BaseHook):
         raw = extra.get("pool_size")
         if raw in (None, ""):
             return DEFAULT_POOL_SIZE
-        if isinstance(raw, bool) or not str(raw).isdigit() or int(raw) < 1:
+        text = str(raw).strip() if isinstance(raw, (int, str)) and not isinstance(raw, bool) else ""
+        if not (text.isascii() and text.isdigit() and 1 <= len(text) <= 4 and int(text) >= 1):
             raise self._error(
-                f"has the pool_size {raw!r}; give the slot count of its pool as a whole number (default "
-                f"{DEFAULT_POOL_SIZE})."
+                f"has the pool_size {raw!r}; give the slot count of its pool as a whole number from 1 to 9999 "
+                f"(default {DEFAULT_POOL_SIZE})."
             )
-        return int(raw)
+        return int(text)
 
     def get_conn(self) -> OctoRpaWebhookConfig:
         """Return the checked connection settings."""
@@ -472,13 +544,75 @@ def _head_answer_problem(response: requests.Response) -> str | None:
     return None
 
 
-def _is_http_url(url: str) -> bool:
-    parts = urlsplit(url)
+def webhook_url_problem(url: str, *, allow_insecure_http: bool = False) -> str | None:
+    """What makes ``url`` unfit for signed webhook calls, or None.
+
+    Refused before anything is recorded or sent: what ``requests`` could not send (a host that is
+    no host name), what would send credentials of its own (user info becomes Basic auth), and plain
+    ``http://`` to anything but this machine: the vendor's ``sign`` covers only the timestamp, not
+    the body, so whoever sees one request could start the app with other params for an hour.
+    """
+    fix = "Copy the whole URL from the Octopus RPA console, starting with https://."
     try:
+        parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a port that is not a number
     except ValueError:
+        return f"it is not a URL with a valid port. {fix}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"it is not an http(s) URL. {fix}"
+    if "@" in parts.netloc:
+        return (
+            "it holds user info (name@ or name:password@), which would be sent as a Basic-auth header. The "
+            "webhook needs none: remove it."
+        )
+    host = parts.hostname
+    if not _is_host(host):
+        return (
+            f"its host {host!r} is not a valid host name or IP address (spaces, full-width letters or symbols). "
+            f"{fix} A non-ASCII domain may also be given in its xn-- form."
+        )
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(host):
+        return (
+            "it is plain http://. The signature covers only the timestamp, not the parameters, so anyone who "
+            "sees one request can start the app with other parameters for an hour. Use https://, or set the "
+            "extra allow_insecure_http to true where the network is trusted."
+        )
+    return None
+
+
+def _is_host(host: str) -> bool:
+    import ipaddress
+
+    import idna
+
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        idna.encode(host, uts46=False)
+    except (idna.IDNAError, UnicodeError, ValueError):
         return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    return True
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _redacted_url(url: str) -> str:
+    """``url`` without user info (a password may stand there)."""
+    scheme, _, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}" if "@" in netloc else url
 
 
 def _json_fields(response: requests.Response) -> dict[str, Any] | None:

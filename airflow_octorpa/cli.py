@@ -378,11 +378,12 @@ def _doctor(args: argparse.Namespace) -> int:
         results = [("connection", False, str(err))] + [(name, *_run_check(check)) for name, check in checks]
         return _report(results)
     checks = [
-        ("connection", lambda: f"{args.conn_id!r} parses: {config.url} (hold {config.hold:g} s per call)"),
+        ("connection", lambda: f"{args.conn_id!r} parses: {config.url_label} (hold {config.hold:g} s per call)"),
         ("signing", lambda: _check_signing(config.secret)),
         ("webhook host", lambda: _check_host(hook)),
         ("pool", lambda: _check_pool(config.pool, config.pool_size)),
         ("pool's connections", lambda: _check_pool_peers(args.conn_id, config)),
+        ("logging", _check_logging),
         *checks,
     ]
     return _report([(name, *_run_check(check)) for name, check in checks])
@@ -392,17 +393,35 @@ class _CheckFailed(Exception):
     pass
 
 
-def _run_check(check: Callable[[], str]) -> tuple[bool, str]:
+class _CheckWarning(Exception):
+    """Worth fixing, but nothing fails because of it: printed as WARN, the exit code stays 0."""
+
+
+def _run_check(check: Callable[[], str]) -> tuple[bool | None, str]:
     try:
         return True, check()
+    except _CheckWarning as warning:
+        return None, str(warning)
     except _CheckFailed as failed:
         return False, str(failed)
 
 
-def _report(results: list[tuple[str, bool, str]]) -> int:
+def _report(results: list[tuple[str, bool | None, str]]) -> int:
     for name, ok, text in results:
-        print(f"{'ok  ' if ok else 'FAIL'} {name}: {text}")
-    return EXIT_OK if all(ok for _, ok, _ in results) else EXIT_FAILED
+        print(f"{ {True: 'ok  ', None: 'WARN', False: 'FAIL'}[ok] } {name}: {text}")
+    return EXIT_OK if all(ok is not False for _, ok, _ in results) else EXIT_FAILED
+
+
+def _check_logging() -> str:
+    from airflow.providers.common.compat.sdk import conf
+
+    level = str(conf.get("logging", "logging_level", fallback="INFO")).upper()
+    if level == "DEBUG":
+        raise _CheckWarning(
+            "[logging] logging_level is DEBUG: Airflow 3's task comms then log the secret being masked "
+            "(MaskSecret(value=...)). Set it to INFO where real secrets are used."
+        )
+    return f"[logging] logging_level is {level}"
 
 
 def _check_signing(secret: str) -> str:

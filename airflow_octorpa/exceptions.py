@@ -25,8 +25,10 @@ _ADVICE_BY_CODE = {
 }
 _ADVICE_RATE_LIMITED = (
     "The service refused the call for its rate limit (5 calls per second, 20 per minute per "
-    "account). No run was started; send it again after the window allows, and keep every "
-    "trigger task in the 'octorpa' pool."
+    "account). No run was started; send it again after the window allows. The budget is overdrawn "
+    "when a pool has more slots than the connection's pool_size, when calls bypass the pool "
+    "(OctoRpaHook.trigger() from your own code, octorpa trigger, tasks in another pool), or when "
+    "another system or Airflow deployment uses the same account."
 )
 _ADVICE_NO_ANSWER = (
     "The answer is not the service's (no flowProcessNo): a proxy or gateway may have answered for it, "

@@ -14,7 +14,9 @@ from openlineage.client.facet_v2 import RunFacet
 class OctoRpaRunFacet(RunFacet):
     """The Octopus RPA run that a trigger task started.
 
-    :param webhook: the webhook's id (the URL's part before ``/invoke``), as the console shows it.
+    :param webhook: the webhook's id (the URL's part before ``/invoke``), as the console shows it;
+        for a webhook without a signing secret (its id is then the credential), ``sha256:`` and a
+        short digest of it.
     :param robot: the robot id the call named, or None for the robot chosen on the trigger.
     :param flowProcessNo: the started run, as the console finds it.
     :param flowId: the app's flow id, when the service gave it.

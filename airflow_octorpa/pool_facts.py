@@ -54,16 +54,25 @@ def publish_pool_facts(session: Any) -> bool:
 
 def pool_counts_deferred(pool: str) -> bool | None:
     """Whether ``pool`` counts deferred tasks: True, False, or None when that cannot be told here."""
+    counts = _pool_fact(pool, "include_deferred")
+    return counts if isinstance(counts, bool) else None
+
+
+def pool_slots(pool: str) -> int | None:
+    """How many slots ``pool`` has, or None when that cannot be told here."""
+    slots = _pool_fact(pool, "slots")
+    return slots if isinstance(slots, int) and not isinstance(slots, bool) else None
+
+
+def _pool_fact(pool: str, name: str) -> Any:
     from airflow_octorpa.version_compat import AIRFLOW_V_3
 
     try:
         facts = _published_facts() if AIRFLOW_V_3 else _facts_from_the_database()
-    except Exception:  # noqa: BLE001 - cannot tell: the caller keeps the hold in the worker
+    except Exception:  # noqa: BLE001 - cannot tell: the caller acts on None
         return None
     pool_facts = facts.get(pool) if isinstance(facts, dict) else None
-    if not isinstance(pool_facts, dict) or not isinstance(pool_facts.get("include_deferred"), bool):
-        return None
-    return pool_facts["include_deferred"]
+    return pool_facts.get(name) if isinstance(pool_facts, dict) else None
 
 
 def _facts_from_the_database() -> dict[str, Any]:

@@ -394,6 +394,37 @@ def test_connection_settings_defaults_and_extras(monkeypatch):
     assert OctoRpaHook(timeout=3).config.timeout == 3.0
 
 
+def test_an_unsigned_webhooks_id_is_written_only_as_a_digest(emulator, monkeypatch, capfd):
+    """Without a secret the URL alone starts the app: its id stays out of records, lineage, messages."""
+    import logging
+
+    from airflow_octorpa.call_record import CallLedger
+
+    url = emulator.webhook_url("order-processing")
+    hook = _set_conn(monkeypatch, connection_json(url, None))
+    config = hook.config
+    assert config.webhook_label.startswith("sha256:") and "order-processing" not in config.webhook_label
+    assert "order-processing" not in repr(config) and "order-processing" not in config.url_label
+    signed = _set_conn(monkeypatch, connection_json(url, "a-secret"), conn_id="octorpa_signed").config
+    assert signed.webhook_label == "order-processing"  # with a secret the id is no credential
+
+    class Store:
+        value = None
+
+        def read(self):
+            return self.value
+
+        def write(self, value):
+            self.value = value
+
+        def erase(self):
+            self.value = None
+
+    store = Store()
+    CallLedger(store, 1, logging.getLogger()).sending(config.webhook_label, None)
+    assert "order-processing" not in json.dumps(store.value)
+
+
 def test_tls_verification_stays_on(monkeypatch):
     hook = _set_conn(monkeypatch, connection_json("https://api-rpa.bazhuayu.com/api/v1/bots/webhooks/x/invoke", "s"))
     assert hook.session.verify is True
@@ -457,4 +488,5 @@ def test_test_connection_judges_the_answer(monkeypatch, status, ok, says):
     with canned_server(answer) as url:
         result, message = _set_conn(monkeypatch, connection_json(url, "s")).test_connection()
     assert (result, says in message) == (ok, True), message
+    assert "elsewhere.example" not in message  # a probe never relays what the probed host says
     assert [method for method, _ in answer.requests] == ["HEAD"]

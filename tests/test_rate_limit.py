@@ -232,6 +232,33 @@ def test_a_deferrable_task_defers_only_into_a_pool_that_counts_deferred_tasks(em
         assert "(deferred)" in out
 
 
+@pytest.mark.usefixtures("airflow_db")
+def test_a_rate_limit_refusal_names_the_limit_and_the_likely_causes(emulator, monkeypatch, capfd):
+    """The pool has 3 slots but the connection computes its hold for 1: the log says so."""
+    assert (
+        airflow_cli("pools", "set", "octorpa_big", "3", "bigger than pool_size", "--include-deferred").returncode == 0
+    )
+    publish_pools()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OCTORPA_DEFAULT",
+        connection_json(
+            emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET, rate_limits="100/second", pool_size=1, pool="octorpa_big"
+        ),
+    )
+    emulator.state.faults.queue(ORDER_WEBHOOK, [{"kind": "rate_limit", "count": 1}])
+    from airflow.providers.common.compat.sdk import DAG
+
+    with DAG("rl_refusal_causes", schedule=None, start_date=START) as dag:
+        OctoRpaTriggerOperator(task_id="t", app_params={"订单号": "R"}, pool="octorpa_big")
+    dag_run = run_dag(dag)
+
+    out = capfd.readouterr().out
+    assert task_states(dag_run)[("t", -1)] == "success"
+    assert "refused for the account's rate limit: HTTP 429" in out
+    assert "the pool 'octorpa_big' has 3 slots but the connection's pool_size is 1" in out
+    assert "another system or Airflow deployment" in out
+
+
 def test_task_outside_the_pool_says_so(emulator, order_conn, capfd):
     OctoRpaTriggerOperator(task_id="t", app_params={"a": 1}, pool="default_pool").execute({})
     assert "runs in the pool 'default_pool', not 'octorpa'" in capfd.readouterr().out

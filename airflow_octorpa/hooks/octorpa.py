@@ -201,10 +201,27 @@ class OctoRpaWebhookConfig:
             return parts[-2]
         return parts[-1] if parts else self.url
 
+    @property
+    def webhook_label(self) -> str:
+        """How the webhook is named wherever the provider writes it (records, lineage, messages).
+
+        With the trigger's signature check off, the webhook id is the credential (the URL alone
+        starts the app), so then only a short digest of it is written: enough to tell webhooks
+        apart and to match one you know (``octorpa doctor`` prints it).
+        """
+        if self.secret:
+            return self.webhook_id
+        return "sha256:" + hashlib.sha256(self.webhook_id.encode("utf-8")).hexdigest()[:12]
+
+    @property
+    def url_label(self) -> str:
+        """The URL as it may be written: with the webhook id replaced by its label when unsigned."""
+        return self.url if self.secret else self.url.replace(self.webhook_id, self.webhook_label)
+
     def __repr__(self) -> str:
-        # The secret never appears in a repr.
+        # The secret never appears in a repr, nor an unsigned webhook's id.
         return (
-            f"OctoRpaWebhookConfig(url={self.url!r}, secret={'***' if self.secret else ''!r}, "
+            f"OctoRpaWebhookConfig(url={self.url_label!r}, secret={'***' if self.secret else ''!r}, "
             f"bot_id={self.bot_id!r}, timeout={self.timeout!r}, rate_limits={self.rate_limits!r}, "
             f"pool={self.pool!r}, pool_size={self.pool_size!r}, hold={self.hold!r})"
         )
@@ -535,9 +552,10 @@ def _head_answer_problem(response: requests.Response) -> str | None:
     if status in (404, 410):
         return "no webhook is served there. Copy the URL again from the Octopus RPA console."
     if 300 <= status < 400:
+        # The target is not repeated: a probe of any host must not relay what that host says.
         return (
-            f"it redirects (to {response.headers.get('Location', 'an unnamed place')!r}), and signed calls "
-            "are not redirected. Put the webhook URL exactly as the console shows it."
+            "it redirects elsewhere, and signed calls are not redirected. Put the webhook URL exactly as the "
+            "console shows it."
         )
     if status >= 500:
         return "the server failed. Try again later, or check the service's status."

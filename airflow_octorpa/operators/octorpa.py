@@ -22,6 +22,7 @@ from airflow_octorpa.exceptions import (
     OctoRpaTryLaterError,
     OctoRpaUnknownOutcomeError,
 )
+from airflow_octorpa.pool_facts import pool_slots
 from airflow_octorpa.rate_limit import DEFAULT_POOL
 
 # Shorter holds are kept in the worker even when deferrable. Deferring costs slot time (the resume,
@@ -187,7 +188,7 @@ class OctoRpaTriggerOperator(BaseOperator):
         from airflow_octorpa.openlineage import operator_lineage
 
         config = self.hook.config
-        return operator_lineage(config.webhook_id, self.bot_id or config.bot_id, self._result)
+        return operator_lineage(config.webhook_label, self.bot_id or config.bot_id, self._result)
 
     def _finished(self, result: dict[str, Any]) -> dict[str, Any]:
         self._result = result
@@ -336,7 +337,7 @@ class OctoRpaTriggerOperator(BaseOperator):
             reraise=True,
         )
         try:
-            return retrying(self._send_once, call, ledger, config.webhook_id)
+            return retrying(self._send_once, call, ledger, config.webhook_label)
         except OctoRpaError as err:
             if give_up and err.safe_to_resend:
                 retry_after = getattr(err, "retry_after", None) or 0.0
@@ -346,12 +347,38 @@ class OctoRpaTriggerOperator(BaseOperator):
     def _log_resend(self, state: Any) -> None:
         metrics.count(metrics.RESENT, self.octorpa_conn_id)
         metrics.slot_hold(state.upcoming_sleep, self.octorpa_conn_id)  # the refused call's slot is kept too
+        failure = _failure(state)
         self.log.warning(
             "Octopus RPA call not started (%s); sending it again in %.1f s (attempt %d of %d).",
-            type(_failure(state)).__name__,
+            self._refusal_reason(failure),
             state.upcoming_sleep,
             state.attempt_number + 1,
             self.rate_limit_retries + 1,
+        )
+
+    def _refusal_reason(self, failure: BaseException | None) -> str:
+        """What refused the call; for the rate limit, why the budget may have been overdrawn."""
+        if not getattr(failure, "is_rate_limited", False):
+            return f"{type(failure).__name__}: {failure}"[:300]
+        status, code = getattr(failure, "status", None), getattr(failure, "code", None)
+        config = self.hook.config
+        causes = []
+        slots = pool_slots(self.pool)
+        if slots is not None and slots > config.pool_size:
+            causes.append(
+                f"the pool {self.pool!r} has {slots} slots but the connection's pool_size is {config.pool_size}: "
+                f"the hold is computed for {config.pool_size}, so {slots} tasks call too often (make them equal)"
+            )
+        if self.pool != config.pool:
+            causes.append(f"this task runs in the pool {self.pool!r}, not the account's {config.pool!r}")
+        causes += [
+            "calls outside the pool (OctoRpaHook.trigger() from your own code, octorpa trigger, another DAG's "
+            "task in another pool)",
+            "another system or Airflow deployment calling webhooks of the same account",
+        ]
+        return (
+            f"refused for the account's rate limit: HTTP {status}" + (f", code {code!r}" if code else "") + ". "
+            f"The connection's limits are {config.rate_limits}; likely causes: " + "; ".join(causes)
         )
 
     def _send_once(self, call: PreparedCall, ledger: CallLedger, webhook: str) -> dict[str, str | None]:

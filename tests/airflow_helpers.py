@@ -115,3 +115,19 @@ def _sync_bag(bag: Any) -> None:
             bag.sync_to_db("dags-folder", None)
             return
     sync_bag_to_db(bag, "dags-folder", None)
+
+
+class MemoryRecords:
+    """A record store in memory, for the ledger's own rules (the real stores are used by every DAG test)."""
+
+    def __init__(self, value=None):
+        self.value = value
+
+    def read(self):
+        return self.value
+
+    def write(self, value):
+        self.value = value
+
+    def erase(self):
+        self.value = None

@@ -15,7 +15,7 @@ import time
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
-from airflow_helpers import HAS_TASK_STATE_STORE, run_dag, task_states, xcom_return_values
+from airflow_helpers import HAS_TASK_STATE_STORE, MemoryRecords, run_dag, task_states, xcom_return_values
 from canned_server import CannedAnswer, canned_server
 from conftest import FAST_LIMITS, ORDER_SECRET, ORDER_WEBHOOK, connection_json
 from tls_server import tls_server
@@ -228,7 +228,7 @@ def test_a_failed_write_of_started_does_not_fail_a_started_run(emulator, order_c
 def test_the_record_keeps_the_schedulers_max_tries_not_the_workers_retries():
     import logging
 
-    store = _MemoryRecords()
+    store = MemoryRecords()
     record = CallLedger(store, 3, logging.getLogger()).sending("hook-1", None)
     assert record.generation == 3
     assert CallLedger(store, 3, logging.getLogger()).prior() == record  # a retry: max_tries unchanged
@@ -247,7 +247,7 @@ def test_the_generation_is_the_task_instances_max_tries():
 def test_an_unreadable_record_counts_as_may_have_started():
     import logging
 
-    store = _MemoryRecords({"state": "sent", "by": "a future version"})
+    store = MemoryRecords({"state": "sent", "by": "a future version"})
     prior = CallLedger(store, 1, logging.getLogger()).prior()
     assert prior is not None and prior.state == "unknown"
 
@@ -352,7 +352,7 @@ def test_a_record_left_by_a_deleted_run_with_the_same_run_id_is_not_taken(emulat
 
 def test_a_cleared_dag_run_is_a_new_generation_even_with_the_same_max_tries():
     """Lowering retries and clearing can give the same max_tries; the run's clear_number still moves."""
-    store = _MemoryRecords()
+    store = MemoryRecords()
     log = logging.getLogger()
     record = CallLedger(store, 3, log, clear_number=0, dag_run_started="2026-01-01T00:00:00+00:00").sending("h", None)
     assert CallLedger(store, 3, log, clear_number=0, dag_run_started="2026-01-01T00:00:00+00:00").prior() == record
@@ -361,7 +361,7 @@ def test_a_cleared_dag_run_is_a_new_generation_even_with_the_same_max_tries():
 
 
 def test_a_record_from_before_run_identity_is_matched_on_max_tries_alone():
-    store = _MemoryRecords({"state": "started", "generation": 3, "sent_at": 1.0, "webhook": "h", "robot": None,
+    store = MemoryRecords({"state": "started", "generation": 3, "sent_at": 1.0, "webhook": "h", "robot": None,
                             "result": {"flow_process_no": "1"}})  # fmt: skip
     prior = CallLedger(store, 3, logging.getLogger(), clear_number=2, dag_run_started="2026-01-01T00:00:00").prior()
     assert prior is not None and prior.state == "started"
@@ -378,22 +378,6 @@ def test_the_generation_reads_the_dag_runs_clear_number_and_start():
 
     ledger = CallLedger.from_context({"ti": TaskInstance(), "dag_run": DagRun()}, logging.getLogger())
     assert (ledger._generation, ledger._clear_number, ledger._dag_run_started) == (3, 2, "2026-01-01T00:00:00+00:00")
-
-
-class _MemoryRecords:
-    """A record store in memory, for the ledger's own rules (the real stores are used by every DAG test)."""
-
-    def __init__(self, value=None):
-        self.value = value
-
-    def read(self):
-        return self.value
-
-    def write(self, value):
-        self.value = value
-
-    def erase(self):
-        self.value = None
 
 
 def _end(dag_run) -> float:

@@ -10,6 +10,7 @@ import time
 
 import pytest
 from airflow_cluster import free_port
+from airflow_helpers import MemoryRecords
 from canned_server import CannedAnswer, canned_server
 from conftest import ORDER_SECRET, ORDER_WEBHOOK, VENDOR_SECRET, VENDOR_WEBHOOK, connection_json
 from tls_server import tls_server
@@ -394,7 +395,7 @@ def test_connection_settings_defaults_and_extras(monkeypatch):
     assert OctoRpaHook(timeout=3).config.timeout == 3.0
 
 
-def test_an_unsigned_webhooks_id_is_written_only_as_a_digest(emulator, monkeypatch, capfd):
+def test_an_unsigned_webhooks_id_is_written_only_as_a_digest(emulator, monkeypatch):
     """Without a secret the URL alone starts the app: its id stays out of records, lineage, messages."""
     import logging
 
@@ -408,19 +409,7 @@ def test_an_unsigned_webhooks_id_is_written_only_as_a_digest(emulator, monkeypat
     signed = _set_conn(monkeypatch, connection_json(url, "a-secret"), conn_id="octorpa_signed").config
     assert signed.webhook_label == "order-processing"  # with a secret the id is no credential
 
-    class Store:
-        value = None
-
-        def read(self):
-            return self.value
-
-        def write(self, value):
-            self.value = value
-
-        def erase(self):
-            self.value = None
-
-    store = Store()
+    store = MemoryRecords()
     CallLedger(store, 1, logging.getLogger()).sending(config.webhook_label, None)
     assert "order-processing" not in json.dumps(store.value)
 

@@ -260,3 +260,154 @@ def test_random_faults_are_seeded_and_stop_on_null(emulator):
     finally:
         emulator.state.configure(rate_limits="5/second;20/minute")
     assert first == again and set(first) <= {429, 503} and after == 200
+
+
+# -- bad requests: answered with a 4xx and a message, and the emulator keeps serving -------------
+
+
+def _raw(emulator, request: bytes, timeout: float = 10) -> tuple[int, dict]:
+    """Send ``request`` as it is and read the answer's status and JSON body."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", emulator.port), timeout=timeout) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < _length(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body[: _length(data)] or b"{}")
+
+
+def _length(data: bytes) -> int:
+    for line in data.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+def _post_raw(path: str, body: bytes, length: str | None = None) -> bytes:
+    length = str(len(body)) if length is None else length
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+
+
+_INVOKE = f"/api/v1/bots/webhooks/{ORDER_WEBHOOK}/invoke"
+BAD_REQUESTS = [
+    ("length-word", _INVOKE, b"{}", "abc", 400),
+    ("length-negative", _INVOKE, b"{}", "-5", 400),
+    ("length-huge", _INVOKE, b"{}", str(10**12), 413),
+    ("length-float", _INVOKE, b"{}", "1.5", 400),
+    ("invoke-deep-json", _INVOKE, b"[" * 100000, None, 400),
+    ("invoke-not-utf8", _INVOKE, b'{"a": "\xff"}', None, 400),
+    ("settings-not-json", "/_emulator/settings", b"{", None, 400),
+    ("settings-list", "/_emulator/settings", b"[]", None, 400),
+    ("settings-bad-limits", "/_emulator/settings", b'{"rate_limits": "lots"}', None, 400),
+    ("settings-limits-number", "/_emulator/settings", b'{"rate_limits": 5}', None, 400),
+    ("settings-zero-limit", "/_emulator/settings", b'{"rate_limits": "0/second"}', None, 400),
+    ("settings-tolerance-word", "/_emulator/settings", b'{"timestamp_tolerance": "soon"}', None, 400),
+    ("settings-tolerance-negative", "/_emulator/settings", b'{"timestamp_tolerance": -1}', None, 400),
+    ("settings-unknown", "/_emulator/settings", b'{"limits": "5/second"}', None, 400),
+    ("faults-not-a-list", f"/_emulator/faults/{ORDER_WEBHOOK}", b'{"faults": "rate_limit"}', None, 400),
+    ("faults-unknown-kind", f"/_emulator/faults/{ORDER_WEBHOOK}", b'{"faults": [{"kind": "boom"}]}', None, 400),
+    ("faults-no-kind", f"/_emulator/faults/{ORDER_WEBHOOK}", b'{"faults": [{}]}', None, 400),
+    (
+        "faults-count-huge",
+        f"/_emulator/faults/{ORDER_WEBHOOK}",
+        b'{"faults": [{"kind": "rate_limit", "count": 1000000000}]}',
+        None,
+        400,
+    ),
+    (
+        "faults-count-word",
+        f"/_emulator/faults/{ORDER_WEBHOOK}",
+        b'{"faults": [{"kind": "rate_limit", "count": "x"}]}',
+        None,
+        400,
+    ),
+    (
+        "faults-status-word",
+        f"/_emulator/faults/{ORDER_WEBHOOK}",
+        b'{"faults": [{"kind": "html", "status": "x"}]}',
+        None,
+        400,
+    ),
+    (
+        "faults-seconds-inf",
+        f"/_emulator/faults/{ORDER_WEBHOOK}",
+        b'{"faults": [{"kind": "delay_after_start", "seconds": 1e999}]}',
+        None,
+        400,
+    ),
+    ("random-rate-word", "/_emulator/random-faults", b'{"rate_limit": "often"}', None, 400),
+    ("random-rates-over-one", "/_emulator/random-faults", b'{"rate_limit": 0.7, "unknown": 0.7}', None, 400),
+    ("random-list", "/_emulator/random-faults", b"[1]", None, 400),
+    ("webhook-new-without-robot", "/_emulator/webhooks/new-one", b'{"enabled": false}', None, 400),
+    ("webhook-enabled-word", f"/_emulator/webhooks/{ORDER_WEBHOOK}", b'{"enabled": "no"}', None, 400),
+    ("webhook-secret-number", f"/_emulator/webhooks/{ORDER_WEBHOOK}", b'{"secret": 5}', None, 400),
+    ("webhook-inputs-list", f"/_emulator/webhooks/{ORDER_WEBHOOK}", b'{"app": {"inputs": [1]}}', None, 400),
+    ("webhook-unknown-field", f"/_emulator/webhooks/{ORDER_WEBHOOK}", b'{"signed": false}', None, 400),
+    ("control-unknown", "/_emulator/nothing", b"{}", None, 404),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "length", "status"), [c[1:] for c in BAD_REQUESTS], ids=[c[0] for c in BAD_REQUESTS]
+)
+def test_a_bad_request_gets_a_4xx_with_a_message_and_changes_nothing(emulator, path, body, length, status):
+    before = emulator.state.public_config()
+    answer_status, answer = _raw(emulator, _post_raw(path, body, length))
+    assert answer_status == status and answer.get("description"), answer
+    assert emulator.state.public_config() == before  # nothing half-applied
+    assert emulator.state.snapshot("runs") == []
+    # Still serving, and calls still work (no poisoned state such as a string fault rate).
+    response = _post(emulator, ORDER_WEBHOOK, _signed(ORDER_SECRET, {"订单号": "after"}))
+    assert response.status_code == 200, response.text
+
+
+def test_a_partial_webhook_update_merges_and_keeps_signing(emulator):
+    assert requests.post(f"{emulator.url}/_emulator/webhooks/{ORDER_WEBHOOK}", json={"enabled": False}).ok
+    (hook,) = [w for w in emulator.state.public_config()["webhooks"] if w["id"] == ORDER_WEBHOOK]
+    assert hook["enabled"] is False and hook["signed"] is True  # the secret stayed
+    refused = _post(emulator, ORDER_WEBHOOK, _signed(ORDER_SECRET, {"订单号": "x"}))
+    assert refused.status_code == 400 and refused.json()["code"] == "WebhookDisabled"
+    assert requests.post(f"{emulator.url}/_emulator/webhooks/{ORDER_WEBHOOK}", json={"enabled": True}).ok
+    assert _post(emulator, ORDER_WEBHOOK, _signed(ORDER_SECRET, {"订单号": "x"})).status_code == 200
+    assert _post(emulator, ORDER_WEBHOOK, {"params": {}, "timestamp": "1", "sign": ""}).status_code == 400
+
+
+def test_a_request_held_open_is_dropped_after_the_read_timeout(monkeypatch):
+    import socket
+
+    from airflow_octorpa.emulator.server import _Handler
+
+    monkeypatch.setattr(_Handler, "timeout", 0.5)
+    with OctoRpaEmulator() as emulator:
+        with socket.create_connection(("127.0.0.1", emulator.port), timeout=10) as sock:
+            sock.sendall(_post_raw(_INVOKE, b"", "100"))  # promises 100 bytes, sends none
+            assert sock.recv(65536) == b""  # closed by the emulator, not left holding a thread
+        assert requests.get(f"{emulator.url}/_emulator/health", timeout=5).ok
+
+
+def test_it_serves_on_ipv6_loopback_and_warns_off_loopback():
+    import socket
+
+    from airflow_octorpa.emulator.server import binding_warning
+
+    assert binding_warning("127.0.0.1") is None and binding_warning("::1") is None
+    assert "not a loopback address" in binding_warning("0.0.0.0")
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    try:
+        emulator = OctoRpaEmulator(host="::1")
+    except OSError as err:
+        pytest.skip(f"no IPv6 loopback here: {err}")
+    with emulator:
+        assert emulator.url.startswith("http://[::1]:")
+        assert requests.get(f"{emulator.url}/_emulator/health", timeout=5).json() == {"status": "ok"}

@@ -18,7 +18,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="octorpa-emulator", description="Serve a local stand-in for the Octopus RPA webhook service."
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; ::1 for IPv6; anything but loopback is warned about)",
+    )
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default)")
     parser.add_argument("--config", type=Path, help="JSON file of robots and webhooks (default: built-in demo)")
     parser.add_argument("--rate-limits", help="override the limits, e.g. '5/second;20/minute'")

@@ -67,6 +67,12 @@ class FaultPlan:
             self._random = dict(spec) if spec else None
             self._rng = random.Random((spec or {}).get("seed", 0))
 
+    def put_back(self, webhook_id: str, fault: Fault | None) -> None:
+        """Return a fault taken for a request that was refused before it was read."""
+        if fault is not None:
+            with self._lock:
+                self._queued.setdefault(webhook_id, deque()).appendleft(fault)
+
     def clear(self) -> None:
         with self._lock:
             self._queued.clear()

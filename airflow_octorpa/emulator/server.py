@@ -38,6 +38,154 @@ _TICKS_AT_UNIX_EPOCH = 621_355_968_000_000_000
 _RATE_LIMIT_KEY = "account"  # one budget for the whole account, as the shared notes assume
 
 
+# The largest request body the emulator reads (the provider refuses bodies over 1 MiB).
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
+
+
+class _BadRequest(Exception):
+    """A request the emulator itself cannot take (its control routes, a broken body): 400 or 413."""
+
+    def __init__(self, status: int, description: str) -> None:
+        super().__init__(description)
+        self.status = status
+        self.description = description
+
+
+def _json_body(raw: bytes) -> Any:
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _BadRequest(400, "The body is not UTF-8 JSON (or nests too deeply).") from None
+
+
+def _object(body: Any, what: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise _BadRequest(400, f"{what} must be a JSON object.")
+    return body
+
+
+def _number(value: Any, name: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise _BadRequest(400, f"{name} must be a number from {low:g} to {high:g}, got {value!r:.60}.")
+    return float(value)
+
+
+def _whole(value: Any, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _BadRequest(400, f"{name} must be a whole number from {low} to {high}, got {value!r:.60}.")
+    return value
+
+
+def settings_from(body: Any) -> dict[str, Any]:
+    """``{"rate_limits": "5/second;20/minute", "timestamp_tolerance": 3600}``, either or both."""
+    body = _object(body, "settings")
+    unknown = set(body) - {"rate_limits", "timestamp_tolerance"}
+    if unknown:
+        raise _BadRequest(400, f"Unknown settings {sorted(unknown)!r:.200}.")
+    settings: dict[str, Any] = {}
+    if "rate_limits" in body:
+        limits = body["rate_limits"]
+        try:
+            items = parse_many(limits) if isinstance(limits, str) else []
+        except ValueError:
+            items = []
+        if not items or any(item.amount < 1 or item.get_expiry() <= 0 for item in items):
+            raise _BadRequest(400, f"rate_limits {limits!r:.80} is not a list of limits like '5/second;20/minute'.")
+        settings["rate_limits"] = limits
+    if "timestamp_tolerance" in body:
+        settings["timestamp_tolerance"] = _whole(body["timestamp_tolerance"], "timestamp_tolerance", 0, 86400 * 366)
+    return settings
+
+
+MAX_FAULT_COUNT = 1000
+
+
+def faults_from(body: Any) -> list[dict[str, Any]]:
+    """``{"faults": [{"kind": ..., "status": ..., "seconds": ..., "count": ...}, ...]}``, checked."""
+    faults = _object(body, "the faults request").get("faults", [])
+    if not isinstance(faults, list) or len(faults) > MAX_FAULT_COUNT:
+        raise _BadRequest(400, f"faults must be a list of at most {MAX_FAULT_COUNT} faults.")
+    total = 0
+    for fault in faults:
+        fault = _object(fault, "each fault")
+        if "count" in fault:
+            total += _whole(fault["count"], "count", 1, MAX_FAULT_COUNT)
+        else:
+            total += 1
+        if "status" in fault:
+            _whole(fault["status"], "status", 100, 599)
+        if "seconds" in fault:
+            _number(fault["seconds"], "seconds", 0, 600)
+        try:
+            Fault.from_dict(fault)
+        except (KeyError, ValueError, TypeError) as err:
+            raise _BadRequest(400, f"bad fault {fault!r:.120}: {err}") from None
+    if total > MAX_FAULT_COUNT:
+        raise _BadRequest(400, f"at most {MAX_FAULT_COUNT} faults can be queued at once, not {total}.")
+    return faults
+
+
+def random_faults_from(body: Any) -> dict[str, Any] | None:
+    """``null`` (off) or ``{"seed", "rate_limit", "unknown", "status_before_start", "delay"}``, checked."""
+    if body is None or body == {}:
+        return None
+    body = _object(body, "random-faults")
+    unknown = set(body) - {"seed", "rate_limit", "unknown", "status_before_start", "delay"}
+    if unknown:
+        raise _BadRequest(400, f"Unknown random-faults keys {sorted(unknown)!r:.200}.")
+    for rate in ("rate_limit", "unknown", "status_before_start"):
+        if rate in body:
+            _number(body[rate], rate, 0, 1)
+    if sum(float(body.get(rate, 0)) for rate in ("rate_limit", "unknown", "status_before_start")) > 1:
+        raise _BadRequest(400, "The fault rates add up to more than 1.")
+    if "seed" in body:
+        _whole(body["seed"], "seed", -(2**63), 2**63)
+    if "delay" in body:
+        _number(body["delay"], "delay", 0, 600)
+    return body
+
+
+def webhook_update(state: EmulatorState, webhook_id: str, body: Any) -> WebhookSpec:
+    """A new webhook, or an existing one with the fields given (the rest kept as they were)."""
+    body = _object(body, "the webhook")
+    existing = state.config.webhooks.get(webhook_id)
+    merged: dict[str, Any] = {}
+    if existing is not None:
+        merged = {
+            "robot": existing.robot,
+            "secret": existing.secret,
+            "enabled": existing.enabled,
+            "app": {
+                "name": existing.app.name,
+                "inputs": existing.app.inputs,
+                "flow_id": existing.app.flow_id,
+                "behaviour": existing.app.behaviour,
+            },
+        }
+    for key, value in body.items():
+        if key == "app":
+            merged["app"] = {**merged.get("app", {}), **_object(value, "app")}
+        else:
+            merged[key] = value
+    checks = {"robot": str, "secret": (str, type(None)), "enabled": bool}
+    for key, kinds in checks.items():
+        if key in merged and not isinstance(merged[key], kinds):  # type: ignore[arg-type]
+            raise _BadRequest(400, f"{key} has the wrong type: {merged[key]!r:.60}.")
+    unknown = set(merged) - {"robot", "secret", "enabled", "app", "id"}
+    if unknown:
+        raise _BadRequest(400, f"Unknown webhook fields {sorted(unknown)!r:.200}.")
+    if "robot" not in merged:
+        raise _BadRequest(400, f"A new webhook needs a robot: {{'robot': ...}} (no webhook {webhook_id!r} yet).")
+    app = merged.get("app", {})
+    if not isinstance(app.get("inputs", {}), dict):
+        raise _BadRequest(400, "app.inputs must be a JSON object of input variables and their defaults.")
+    if app.get("behaviour") not in (None, "vendor_example"):
+        raise _BadRequest(400, "app.behaviour must be null or 'vendor_example'.")
+    return WebhookSpec.from_dict({**merged, "id": webhook_id})
+
+
 class _Refusal(Exception):
     """A call the service refuses, in the vendor's failure shape."""
 
@@ -206,8 +354,8 @@ class EmulatorState:
     def _parse_body(raw_body: bytes, call: dict[str, Any]) -> dict[str, Any]:
         try:
             parsed = json.loads(raw_body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise _Refusal(400, "InvalidRequestBody", "The body is not UTF-8 JSON.") from None
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise _Refusal(400, "InvalidRequestBody", "The body is not UTF-8 JSON (or nests too deeply).") from None
         if not isinstance(parsed, dict):
             raise _Refusal(400, "InvalidRequestBody", "The body must be a JSON object.")
         # The service reads field names case-insensitively (the vendor's C#/Java send PascalCase).
@@ -319,6 +467,9 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle on, a keep-alive client waits for the
     # delayed ACK (40 ms) on every call.
     disable_nagle_algorithm = True
+    # A client that opens a request and stops sending is dropped after this many seconds, instead
+    # of keeping a thread forever.
+    timeout = 10.0
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         log.debug("%s - %s", self.address_string(), format % args)
@@ -341,39 +492,51 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def _read_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
+        """The request's body; a Content-Length that is no count or too large is a bad request."""
+        text = (self.headers.get("Content-Length") or "0").strip()
+        if not (text.isascii() and text.isdigit()):
+            raise _BadRequest(400, f"Content-Length {text[:40]!r} is not a byte count.")
+        if int(text) > MAX_REQUEST_BYTES:
+            raise _BadRequest(413, f"The body is over {MAX_REQUEST_BYTES} bytes.")
+        length = int(text)
         return self.rfile.read(length) if length else b""
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        state = self.server.state
         path = self.path.split("?", 1)[0]
-        if match := INVOKE_PATH.match(path):
-            self._invoke(state, match["id"])
-        elif path == f"{CONTROL_PREFIX}/reset":
+        try:
+            if match := INVOKE_PATH.match(path):
+                self._invoke(self.server.state, match["id"])
+            elif path.startswith(CONTROL_PREFIX + "/"):
+                self._send(200, self._control(path))
+            else:
+                self._send(404, {"code": "NotFound", "description": f"No route for POST {path[:200]}."})
+        except _BadRequest as bad:
+            self.close_connection = True  # the rest of a refused body is not read
+            self._send(bad.status, {"code": "BadRequest", "description": bad.description})
+
+    def _control(self, path: str) -> Any:
+        """The emulator's own routes: every bad value is a 400 naming it; nothing changes then."""
+        state = self.server.state
+        name, _, arg = path[len(CONTROL_PREFIX) + 1 :].partition("/")
+        if name == "reset" and not arg:
             self._read_body()
             state.reset()
-            self._send(200, {"reset": True})
-        elif path == f"{CONTROL_PREFIX}/settings":
-            settings = json.loads(self._read_body() or b"{}")
-            state.configure(
-                rate_limits=settings.get("rate_limits"), timestamp_tolerance=settings.get("timestamp_tolerance")
-            )
-            self._send(200, state.public_config())
-        elif path.startswith(f"{CONTROL_PREFIX}/faults/"):
-            spec = json.loads(self._read_body() or b"{}")
-            state.faults.queue(path.rsplit("/", 1)[1], spec.get("faults", []))
-            self._send(200, {"queued": len(spec.get("faults", []))})
-        elif path == f"{CONTROL_PREFIX}/random-faults":
-            spec = json.loads(self._read_body() or b"null")
-            state.faults.set_random(spec)
-            self._send(200, {"random_faults": spec})
-        elif path.startswith(f"{CONTROL_PREFIX}/webhooks/"):
-            spec = json.loads(self._read_body() or b"{}")
-            spec["id"] = path.rsplit("/", 1)[1]
-            state.put_webhook(WebhookSpec.from_dict(spec))
-            self._send(200, {"webhook": spec["id"]})
-        else:
-            self._send(404, {"code": "NotFound", "description": f"No route for POST {path}."})
+            return {"reset": True}
+        body = _json_body(self._read_body())
+        if name == "settings" and not arg:
+            state.configure(**settings_from(body))
+            return state.public_config()
+        if name == "faults" and arg:
+            faults = faults_from(body)
+            state.faults.queue(arg, faults)
+            return {"queued": sum(int(f.get("count", 1)) for f in faults)}
+        if name == "random-faults" and not arg:
+            state.faults.set_random(random_faults_from(body))
+            return {"random_faults": body}
+        if name == "webhooks" and arg:
+            state.put_webhook(webhook_update(state, arg, body))
+            return {"webhook": arg}
+        raise _BadRequest(404, f"No route for POST {path[:200]}.")
 
     def _invoke(self, state: EmulatorState, webhook_id: str) -> None:
         fault = state.faults.take(webhook_id)
@@ -381,7 +544,12 @@ class _Handler(BaseHTTPRequestHandler):
             state.record_dropped(webhook_id)
             self._reset_connection()
             return
-        answer = state.invoke(webhook_id, self._read_body(), fault)
+        try:
+            body = self._read_body()
+        except _BadRequest:
+            state.faults.put_back(webhook_id, fault)
+            raise
+        answer = state.invoke(webhook_id, body, fault)
         if answer.delay:
             time.sleep(answer.delay)
         if answer.reset:
@@ -422,14 +590,35 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], state: EmulatorState) -> None:
+        if ":" in address[0]:  # an IPv6 address such as ::1
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         self.state = state
+
+
+def binding_warning(host: str) -> str | None:
+    """A warning when ``host`` is not a loopback address: the emulator has no authentication."""
+    import ipaddress
+
+    if host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (
+        f"The emulator binds {host!r}, not a loopback address: anyone who reaches it can read its calls and "
+        "change its webhooks and faults (it has no authentication). Bind 127.0.0.1 unless you mean it."
+    )
 
 
 class OctoRpaEmulator:
     """Run the emulator in a background thread; ``with OctoRpaEmulator() as emu: emu.webhook_url(...)``."""
 
     def __init__(self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        if warning := binding_warning(host):
+            log.warning(warning)
         self.state = EmulatorState(config or default_config())
         self._server = EmulatorHTTPServer((host, port), self.state)
         self._thread: threading.Thread | None = None
@@ -441,7 +630,8 @@ class OctoRpaEmulator:
     @property
     def url(self) -> str:
         host = self._server.server_address[0]
-        return f"http://{host if isinstance(host, str) else host.decode()}:{self.port}"
+        host = host if isinstance(host, str) else host.decode()
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def webhook_url(self, webhook_id: str) -> str:
         return f"{self.url}/api/v1/bots/webhooks/{webhook_id}/invoke"

@@ -413,6 +413,12 @@ def test_an_unsigned_webhooks_id_is_written_only_as_a_digest(emulator, monkeypat
     CallLedger(store, 1, logging.getLogger()).sending(config.webhook_label, None)
     assert "order-processing" not in json.dumps(store.value)
 
+    # Nor does a refused connection's message show it.
+    plain = _set_conn(monkeypatch, connection_json("http://h.example/api/v1/bots/webhooks/hook-7f3a/invoke", None))
+    with pytest.raises(OctoRpaConfigurationError, match="plain http://") as caught:
+        plain.config  # noqa: B018
+    assert "hook-7f3a" not in str(caught.value)
+
 
 def test_tls_verification_stays_on(monkeypatch):
     hook = _set_conn(monkeypatch, connection_json("https://api-rpa.bazhuayu.com/api/v1/bots/webhooks/x/invoke", "s"))

@@ -287,7 +287,7 @@ class OctoRpaHook(BaseHook):
         except ValueError as err:
             raise self._error(f"cannot keep its calls within its rate limits: {err}.") from None
         return OctoRpaWebhookConfig(
-            url=self._webhook_url(conn.host, conn.schema, conn.port, extra),
+            url=self._webhook_url(conn.host, conn.schema, conn.port, extra, signed=bool(conn.password)),
             secret=conn.password or "",
             bot_id=self._extra_bot_id(extra),
             timeout=self._extra_timeout(extra),
@@ -297,7 +297,7 @@ class OctoRpaHook(BaseHook):
             hold=hold,
         )
 
-    def _webhook_url(self, host: str | None, schema: str | None, port: int | None, extra: dict) -> str:
+    def _webhook_url(self, host: str | None, schema: str | None, port: int | None, extra: dict, *, signed: bool) -> str:
         """Return the webhook URL the connection describes.
 
         The host holds the whole URL as copied from the vendor console. A connection written in
@@ -312,15 +312,15 @@ class OctoRpaHook(BaseHook):
             )
         if "://" in host:
             url = host
-            self._check_port_matches(url, port)
+            self._check_port_matches(url, port, signed)
         else:
             netloc = f"{host}:{port}" if port else host
             url = f"{extra.get('scheme') or 'https'}://{netloc}/{(schema or '').lstrip('/')}"
         if problem := webhook_url_problem(url, allow_insecure_http=self._extra_flag(extra, "allow_insecure_http")):
-            raise self._error(f"has the webhook URL {_redacted_url(url)!r}: {problem}")
+            raise self._error(f"has the webhook URL {_redacted_url(url, signed)!r}: {problem}")
         return url
 
-    def _check_port_matches(self, url: str, port: int | None) -> None:
+    def _check_port_matches(self, url: str, port: int | None, signed: bool) -> None:
         """A Port beside a whole URL is only allowed to repeat the URL's own (Airflow 3.3's connection
         list tests a connection only when it has one); a different one would be silently ignored."""
         if not port:
@@ -332,7 +332,8 @@ class OctoRpaHook(BaseHook):
             return  # the URL itself is refused below
         if int(port) != url_port:
             raise self._error(
-                f"has the port {port} beside the webhook URL {url!r}, whose port is {url_port}. The URL in the "
+                f"has the port {port} beside the webhook URL {_redacted_url(url, signed)!r}, whose port is {url_port}. "
+                "The URL in the "
                 f"Host field decides where calls go: set the port to {url_port} or leave it empty."
             )
 
@@ -626,11 +627,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _redacted_url(url: str) -> str:
-    """``url`` without user info (a password may stand there)."""
+def _redacted_url(url: str, signed: bool) -> str:
+    """``url`` as an error message may show it: no user info (a password may stand there), and for
+    an unsigned webhook (whose id is then the credential) no path beyond the host."""
     scheme, _, rest = url.partition("://")
     netloc, slash, path = rest.partition("/")
-    return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}" if "@" in netloc else url
+    netloc = netloc.rpartition("@")[2]
+    if not signed and path:
+        return f"{scheme}://{netloc}/<path hidden: without a secret it is the credential>"
+    return f"{scheme}://{netloc}{slash}{path}"
 
 
 def _json_fields(response: requests.Response) -> dict[str, Any] | None:

@@ -46,14 +46,29 @@ def current_dag_and_group(dag: Any = None, group: Any = None) -> tuple[Any, Any]
 def cleared_while_running(ti: Any) -> bool:
     """Whether this running task instance is being stopped because it was cleared.
 
-    Airflow 2 marks a running task instance that is cleared ``restarting`` and terminates it; its
-    next try keeps ``max_tries`` and its DAG run's ``clear_number``, so nothing else would tell a
-    retry from that clear. Its workers read the state from the metadata database. Airflow 3's
-    workers cannot (3.2+ raises ``clear_number`` on every clear instead).
+    Airflow marks a running task instance that is cleared ``restarting`` and terminates it. Its
+    next try keeps ``max_tries`` (and before 3.2 its DAG run's ``clear_number``), so nothing else
+    would tell a retry from that clear. Airflow 2's workers read the state from the metadata
+    database; Airflow 3's ask the execution API through the Task SDK.
     """
-    if AIRFLOW_V_3 or ti is None:
+    if ti is None:
         return False
     try:
-        return str(ti.current_state()) == "restarting"
+        if not AIRFLOW_V_3:
+            return str(ti.current_state()) == "restarting"
+        map_index = getattr(ti, "map_index", -1)
+        states = ti.get_task_states(
+            dag_id=ti.dag_id,
+            map_index=map_index if isinstance(map_index, int) and map_index >= 0 else None,
+            task_ids=[ti.task_id],
+            run_ids=[ti.run_id],
+        )
     except Exception:  # noqa: BLE001 - cannot tell: treat it as a retry, which never sends twice
         return False
+    return "restarting" in _leaves(states.get(ti.run_id) if isinstance(states, dict) else None)
+
+
+def _leaves(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    return [str(value)]

@@ -72,3 +72,33 @@ def _leaves(value: Any) -> list[str]:
     if isinstance(value, dict):
         return [leaf for item in value.values() for leaf in _leaves(item)]
     return [str(value)]
+
+
+def airflow_base_url_setting() -> tuple[str, str]:
+    """The setting that says where Airflow's UI and API are reached."""
+    return ("api", "base_url") if AIRFLOW_V_3 else ("webserver", "base_url")
+
+
+def callback_route_plugin_attributes() -> dict[str, Any]:
+    """How the report route is served: a FastAPI app on Airflow 3's api-server, a Flask blueprint on
+    Airflow 2's webserver (never a blueprint on Airflow 3)."""
+    from airflow_octorpa.callbacks.route import fastapi_app, flask_blueprint
+    from airflow_octorpa.callbacks.token import ROUTE_PREFIX
+
+    if AIRFLOW_V_3:
+        return {"fastapi_apps": [{"app": fastapi_app(), "url_prefix": ROUTE_PREFIX, "name": "Octopus RPA run reports"}]}
+    return {"flask_blueprints": [flask_blueprint()]}
+
+
+def get_variable(key: str) -> str | None:
+    """A Variable's text, or None: through the Task SDK where a task or triggerer runs, else (Airflow
+    3.0's ``dag.test()`` runs triggers in its own process, without the Task SDK's channel) from the
+    metadata database."""
+    from airflow.providers.common.compat.sdk import Variable
+
+    try:
+        return Variable.get(key, None)
+    except ImportError:  # no SUPERVISOR_COMMS in this process
+        from airflow.models.variable import Variable as VariableModel
+
+        return VariableModel.get(key, default_var=None)

@@ -25,6 +25,56 @@ class AppSpec:
     behaviour: str | None = None
 
 
+CALLBACK_FAULTS = ("never", "twice", "contradiction", "forged")
+
+
+@dataclass
+class CallbackSpec:
+    """How the app reports its end, as a real app's last step would: it requests the URL it was given
+    in the input variable ``param``, ``after`` seconds after it started.
+
+    ``fault``: ``never`` (no report), ``twice`` (the same report again), ``contradiction`` (then the
+    opposite status), ``forged`` (to a made-up token instead). A report after the wait timed out is
+    just a long ``after``.
+    """
+
+    param: str = "airflow_callback_url"
+    after: float = 0.5
+    status: str = "succeeded"
+    outputs: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    method: str = "POST"
+    fault: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CallbackSpec:
+        spec = cls(
+            param=str(data.get("param", "airflow_callback_url")),
+            after=float(data.get("after", 0.5)),
+            status=str(data.get("status", "succeeded")),
+            outputs=dict(data.get("outputs") or {}),
+            message=str(data.get("message", "")),
+            method=str(data.get("method", "POST")).upper(),
+            fault=data.get("fault"),
+        )
+        if spec.method not in ("GET", "POST") or spec.fault not in (None, *CALLBACK_FAULTS):
+            raise ValueError(f"callback method must be GET or POST and fault one of {CALLBACK_FAULTS}")
+        if not 0 <= spec.after <= 86400:
+            raise ValueError("callback after must be 0 to 86400 seconds")
+        return spec
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "param": self.param,
+            "after": self.after,
+            "status": self.status,
+            "outputs": self.outputs,
+            "message": self.message,
+            "method": self.method,
+            "fault": self.fault,
+        }
+
+
 @dataclass
 class WebhookSpec:
     """One webhook trigger (Webhook 触发器): its id, secret, robot, switch and app."""
@@ -34,10 +84,12 @@ class WebhookSpec:
     robot: str
     secret: str | None = None
     enabled: bool = True
+    callback: CallbackSpec | None = None  # the app reports its end when given a callback URL
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WebhookSpec:
         app = data.get("app") or {}
+        callback = data.get("callback")
         return cls(
             id=str(data["id"]),
             app=AppSpec(
@@ -49,6 +101,7 @@ class WebhookSpec:
             robot=str(data["robot"]),
             secret=data.get("secret") or None,
             enabled=bool(data.get("enabled", True)),
+            callback=CallbackSpec.from_dict(callback) if isinstance(callback, dict) else None,
         )
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from limits import parse_many, storage, strategies
 
-from airflow_octorpa.emulator.config import EmulatorConfig, WebhookSpec, default_config
+from airflow_octorpa.emulator.config import CallbackSpec, EmulatorConfig, WebhookSpec, default_config
 from airflow_octorpa.emulator.faults import Fault, FaultPlan
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,7 @@ def webhook_update(state: EmulatorState, webhook_id: str, body: Any) -> WebhookS
             "robot": existing.robot,
             "secret": existing.secret,
             "enabled": existing.enabled,
+            "callback": existing.callback.to_dict() if existing.callback else None,
             "app": {
                 "name": existing.app.name,
                 "inputs": existing.app.inputs,
@@ -173,7 +174,12 @@ def webhook_update(state: EmulatorState, webhook_id: str, body: Any) -> WebhookS
     for key, kinds in checks.items():
         if key in merged and not isinstance(merged[key], kinds):  # type: ignore[arg-type]
             raise _BadRequest(400, f"{key} has the wrong type: {merged[key]!r:.60}.")
-    unknown = set(merged) - {"robot", "secret", "enabled", "app", "id"}
+    if merged.get("callback") is not None:
+        try:
+            CallbackSpec.from_dict(_object(merged["callback"], "callback"))
+        except (TypeError, ValueError) as err:
+            raise _BadRequest(400, f"bad callback: {err}") from None
+    unknown = set(merged) - {"robot", "secret", "enabled", "app", "id", "callback"}
     if unknown:
         raise _BadRequest(400, f"Unknown webhook fields {sorted(unknown)!r:.200}.")
     if "robot" not in merged:
@@ -311,6 +317,7 @@ class EmulatorState:
             except _Refusal as refusal:
                 return self._refuse(call, refusal)
             self.runs.append(run)
+            self._schedule_callback(webhook, run)
             answer = Answer(
                 200,
                 {
@@ -332,6 +339,43 @@ class EmulatorState:
             call.update(status=answer.status or None, code=None, flow_process_no=run["flow_process_no"])
             self.calls.append(call)
             return answer
+
+    def _schedule_callback(self, webhook: WebhookSpec, run: dict[str, Any]) -> None:
+        """As the app's last step: request the callback URL it was given, ``after`` seconds on."""
+        spec = webhook.callback
+        url = run["params"].get(spec.param) if spec is not None else None
+        if spec is None or not isinstance(url, str) or spec.fault == "never":
+            return
+        run["callback"] = {"reports": []}
+        timer = threading.Timer(spec.after, self._report, args=(spec, url, run))
+        timer.daemon = True
+        timer.start()
+
+    def _report(self, spec: CallbackSpec, url: str, run: dict[str, Any]) -> None:
+        import requests
+
+        if spec.fault == "forged":
+            url = url.rsplit("/", 1)[0] + "/" + "F" * 43
+        reports = [(spec.status, spec.outputs, spec.message)]
+        if spec.fault == "twice":
+            reports.append(reports[0])
+        elif spec.fault == "contradiction":
+            reports.append(("failed" if spec.status == "succeeded" else "succeeded", {}, "contradiction"))
+        session = requests.Session()
+        session.trust_env = False  # the app reaches Airflow directly
+        for status, outputs, message in reports:
+            try:
+                if spec.method == "GET":
+                    answer = session.get(url, params={"status": status, "message": message}, timeout=30)
+                else:
+                    answer = session.post(
+                        url, json={"status": status, "outputs": outputs, "message": message}, timeout=30
+                    )
+                seen: dict[str, Any] = {"status_code": answer.status_code, "body": answer.text[:500]}
+            except requests.RequestException as err:
+                seen = {"status_code": None, "error": type(err).__name__}
+            with self._lock:
+                run["callback"]["reports"].append({**seen, "sent_at": time.time(), "status": status})
 
     def _refuse(self, call: dict[str, Any], refusal: _Refusal, html: bool = False) -> Answer:
         call.update(status=refusal.status, code=refusal.code)

@@ -14,6 +14,7 @@ from airflow.providers.common.compat.sdk import AirflowTaskTimeout, BaseOperator
 
 from airflow_octorpa import metrics
 from airflow_octorpa.call_record import STARTED, CallLedger, CallRecord
+from airflow_octorpa.callbacks.token import DEFAULT_CALLBACK_PARAM
 from airflow_octorpa.exceptions import (
     CallOutcome,
     OctoRpaConfigurationError,
@@ -42,6 +43,7 @@ MAX_RESEND_WAIT_SECONDS = 120.0
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
+    from airflow_octorpa.callbacks.token import CallbackToken
     from airflow_octorpa.hooks.octorpa import OctoRpaHook, OctoRpaWebhookConfig, PreparedCall
 
 
@@ -68,6 +70,10 @@ class OctoRpaTriggerOperator(BaseOperator):
         limit, or never sent) is sent again, each after the slot hold and any ``Retry-After``.
     :param resend_on_unknown_outcome: When a call may have started a run (its answer was lost), let
         the task's retries send it again. Off by default: the app could run twice.
+    :param callback: Give the app a URL to report its end to (see :class:`OctoRpaRunSensor`): one more
+        input variable, named ``callback_param``, holds it. The XCom then carries ``report_key``,
+        which the sensor waits on. Needs ``[octorpa] callback_base_url`` (or Airflow's base URL).
+    :param callback_param: The input variable that receives the URL (the app must declare it).
     """
 
     template_fields: Sequence[str] = ("app_params", "bot_id")
@@ -84,6 +90,8 @@ class OctoRpaTriggerOperator(BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         rate_limit_retries: int = 3,
         resend_on_unknown_outcome: bool = False,
+        callback: bool = False,
+        callback_param: str = DEFAULT_CALLBACK_PARAM,
         **kwargs: Any,
     ) -> None:
         super().__init__(pool=pool, **kwargs)
@@ -93,6 +101,9 @@ class OctoRpaTriggerOperator(BaseOperator):
         self.deferrable = deferrable
         self.rate_limit_retries = rate_limit_retries
         self.resend_on_unknown_outcome = resend_on_unknown_outcome
+        self.callback = callback
+        self.callback_param = callback_param
+        self._report_key: str | None = None  # the SHA-256 of this call's callback token
         self._last_exchange_end: float | None = None  # time.monotonic() when the last exchange ended
         self._started: dict[str, str | None] | None = None  # the run this try started, once answered
         self._in_flight: CallRecord | None = None  # the call whose answer was cut off by a timeout
@@ -123,6 +134,9 @@ class OctoRpaTriggerOperator(BaseOperator):
         config = self.hook.config
         self._warn_outside_pool(config.pool)
         self._warn_unsigned(config)
+        callback = self._new_callback(app_params) if self.callback else None  # no base URL: nothing sent
+        if callback is not None:
+            app_params = {**app_params, self.callback_param: callback.url}
         call = self.hook.prepare(app_params, bot_id=self.bot_id or None)  # bad input: nothing sent
         self._decide_where_to_hold()
         deadline = self._execution_deadline(config, began)  # a timeout that cannot fit: nothing sent
@@ -144,6 +158,7 @@ class OctoRpaTriggerOperator(BaseOperator):
                 prior.sent_at_text,
             )
         self._last_exchange_end = self._started = self._in_flight = None
+        self._report_key = self._register_report(callback, context) if callback is not None else None
         try:
             result = self._send_until_accepted(call, config, ledger, deadline)
             return self._keep_slot(result, config.hold)
@@ -290,6 +305,40 @@ class OctoRpaTriggerOperator(BaseOperator):
             )
         self._hold_deferred = True
 
+    def _new_callback(self, app_params: dict[str, Any]) -> CallbackToken:
+        """A token and URL for this call's report; refuses (nothing sent) what could not work."""
+        from airflow_octorpa.callbacks.token import callback_base_url, is_loopback_url, new_callback
+
+        if self.callback_param in app_params:
+            raise OctoRpaConfigurationError(
+                f"app_params already has {self.callback_param!r}, the input variable that receives the callback "
+                "URL. Rename that parameter, or set callback_param to another name. Nothing was sent."
+            )
+        base = callback_base_url()
+        if is_loopback_url(base):
+            self.log.warning(
+                "The callback base URL %s is a loopback address: a robot on another machine cannot reach it. Set "
+                "[octorpa] callback_base_url to the address robots reach Airflow at.",
+                base,
+            )
+        return new_callback(base)
+
+    def _register_report(self, callback: CallbackToken, context: Context) -> str:
+        """Record that this call awaits a report, before it is sent: an app can report at once."""
+        from airflow_octorpa.callbacks.reports import register
+        from airflow_octorpa.exceptions import OctoRpaCallRecordError
+
+        ti = context.get("ti")
+        try:
+            register(callback.key, ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))  # type: ignore[union-attr]
+        except Exception as err:
+            raise OctoRpaCallRecordError(
+                f"Could not register the call's callback before sending it ({type(err).__name__}), so it was not "
+                "sent. Check that Airflow's metadata database (and on Airflow 3 the API server) is reachable; the "
+                "task's retries send it once it is."
+            ) from err
+        return callback.key
+
     def _warn_outside_pool(self, account_pool: str) -> None:
         if self.pool != account_pool:
             self.log.warning(
@@ -386,6 +435,8 @@ class OctoRpaTriggerOperator(BaseOperator):
         record = ledger.sending(webhook, call.bot_id)
         try:
             result = self.hook.send(call).to_dict()
+            if self._report_key is not None:
+                result["report_key"] = self._report_key
         except OctoRpaError as err:
             if err.outcome is CallOutcome.NOT_STARTED:
                 if getattr(err, "is_rate_limited", False):

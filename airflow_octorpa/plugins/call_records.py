@@ -102,6 +102,7 @@ def on_dag_run_running(dag_run: Any, msg: str) -> None:
 @hookimpl
 def on_dag_run_success(dag_run: Any, msg: str) -> None:
     _forget(dag_run)
+    _forget_reports(dag_run)
     _publish_pools(dag_run)
 
 
@@ -109,11 +110,34 @@ def on_dag_run_success(dag_run: Any, msg: str) -> None:
 def on_dag_run_failed(dag_run: Any, msg: str) -> None:
     _note_started_runs(dag_run)
     _forget(dag_run)
+    _forget_reports(dag_run)
     _publish_pools(dag_run)
 
 
+def _forget_reports(dag_run: Any) -> None:
+    from airflow_octorpa.callbacks.reports import forget_dag_run_reports
+
+    def forget(session: Any) -> None:
+        if forgotten := forget_dag_run_reports(dag_run.dag_id, dag_run.run_id, session):
+            log.info("Removed %d Octopus RPA run report(s) of %s, which has ended.", forgotten, dag_run)
+
+    _in_the_runs_session(dag_run, forget, "remove the Octopus RPA run reports")
+
+
+def _route() -> dict[str, Any]:
+    from airflow_octorpa.version_compat import callback_route_plugin_attributes
+
+    try:
+        return callback_route_plugin_attributes()
+    except ImportError:  # a component without the web framework (a worker image): it serves no route
+        return {}
+
+
 class OctoRpaPlugin(AirflowPlugin):
-    """Registers the listener that removes the call records of ended DAG runs and publishes the pools."""
+    """Registers the listener (call records, run reports, pools) and the route runs report to."""
 
     name = "octorpa"
     listeners = [sys.modules[__name__]]  # this module's hookimpls
+    _served = _route()
+    fastapi_apps = _served.get("fastapi_apps", [])
+    flask_blueprints = _served.get("flask_blueprints", [])

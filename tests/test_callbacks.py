@@ -1,0 +1,254 @@
+"""A run reports its end to Airflow and a task waits for it: real dag.test() runs, the emulator's
+app calling back to the provider's route on a real HTTP server."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import threading
+
+import pytest
+import requests
+from airflow_helpers import AIRFLOW_VERSION, run_dag, task_states, xcom_return_values
+from callback_server import report_route
+from conftest import FAST_LIMITS, ORDER_SECRET, ORDER_WEBHOOK, connection_json
+
+from airflow_octorpa.callbacks.reports import registration, report_variable
+from airflow_octorpa.callbacks.token import new_callback
+from airflow_octorpa.emulator import WebhookSpec
+from airflow_octorpa.emulator.config import AppSpec, CallbackSpec
+from airflow_octorpa.exceptions import OctoRpaConfigurationError
+from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
+from airflow_octorpa.sensors.octorpa import OctoRpaRunSensor
+
+START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+APP = "callback-app"
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+# Airflow 3.0's dag.test() prints no task's error message (it shows only in the task log).
+TASK_ERRORS_PRINTED = AIRFLOW_VERSION.release[:2] != (3, 0)
+
+
+def _try_number(dag_run, task_id: str) -> int:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        return session.scalar(
+            select(TaskInstance.try_number).where(
+                TaskInstance.dag_id == dag_run.dag_id,
+                TaskInstance.run_id == dag_run.run_id,
+                TaskInstance.task_id == task_id,
+            )
+        )
+
+
+@pytest.fixture(scope="module")
+def route():
+    with report_route() as base:
+        yield base
+
+
+@pytest.fixture
+def reporting_app(emulator, monkeypatch, route):
+    """An app that reports its end, a connection to it, and the route robots are told to call."""
+    monkeypatch.setenv("AIRFLOW__OCTORPA__CALLBACK_BASE_URL", route)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OCTORPA_DEFAULT",
+        connection_json(emulator.webhook_url(APP), ORDER_SECRET, rate_limits=FAST_LIMITS),
+    )
+
+    def configure(**callback):
+        emulator.state.put_webhook(
+            WebhookSpec(
+                id=APP,
+                app=AppSpec(name="回调示例", inputs={"订单号": "", "airflow_callback_url": ""}, flow_id="flow-cb"),
+                robot="robot-warehouse-01",
+                secret=ORDER_SECRET,
+                callback=CallbackSpec.from_dict(callback),
+            )
+        )
+        return emulator
+
+    return configure
+
+
+def _start_and_wait(dag_id: str, *, sensor_kwargs=None, trigger_kwargs=None):
+    from airflow.providers.common.compat.sdk import DAG
+
+    with DAG(dag_id, schedule=None, start_date=START) as dag:
+        trigger = OctoRpaTriggerOperator(
+            task_id="trigger", app_params={"订单号": dag_id}, callback=True, **(trigger_kwargs or {})
+        )
+        options = {"timeout": 60, "poll_interval": 1, **(sensor_kwargs or {})}
+        wait = OctoRpaRunSensor(task_id="wait", run=trigger.output, **options)
+        trigger >> wait
+    return run_dag(dag)
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "reschedule"])
+def test_the_apps_report_completes_the_wait_with_its_outputs(reporting_app, deferrable):
+    emulator = reporting_app(after=1.5, outputs={"运单号": "SF-1", "件数": 2}, message="done")
+    dag_run = _start_and_wait(f"cb_ok_{deferrable}", sensor_kwargs={"deferrable": deferrable})
+
+    (run,) = emulator.state.snapshot("runs")
+    assert task_states(dag_run) == {("trigger", -1): "success", ("wait", -1): "success"}
+    result = xcom_return_values(dag_run, "wait")[-1]
+    assert result["flow_process_no"] == run["flow_process_no"]
+    assert (result["status"], result["outputs"], result["message"]) == (
+        "succeeded",
+        {"运单号": "SF-1", "件数": 2},
+        "done",
+    )
+    assert run["callback"]["reports"][0]["status_code"] == 200
+    # The URL (the token) went only to the app: not to XCom, nor to the rendered fields.
+    url = run["params"]["airflow_callback_url"]
+    assert url.startswith("http://127.0.0.1:") and "/octorpa/v1/callbacks/" in url
+    trigger_xcom = xcom_return_values(dag_run, "trigger")[-1]
+    assert url.rsplit("/", 1)[1] not in json.dumps(trigger_xcom) and "report_key" in trigger_xcom
+
+
+def test_a_get_report_with_a_message_works_like_a_post(reporting_app):
+    emulator = reporting_app(after=0.5, method="GET", message="打开网页")
+    dag_run = _start_and_wait("cb_get")
+    assert xcom_return_values(dag_run, "wait")[-1]["message"] == "打开网页"
+    assert emulator.state.snapshot("runs")[0]["callback"]["reports"][0]["status_code"] == 200
+
+
+def test_a_failed_report_fails_the_wait_at_once_with_the_apps_message(reporting_app, capfd, caplog):
+    reporting_app(after=0.5, status="failed", message="库存不足")
+    dag_run = _start_and_wait("cb_failed", sensor_kwargs={"retries": 2})
+    out = "".join(capfd.readouterr()) + caplog.text
+    assert task_states(dag_run)[("wait", -1)] == "failed"
+    assert _try_number(dag_run, "wait") == 1  # failed at once: waiting again cannot change a failure
+    if TASK_ERRORS_PRINTED:
+        assert "reported that it failed: 库存不足" in out
+
+
+def test_no_report_times_the_wait_out_naming_the_run(reporting_app, capfd, caplog):
+    emulator = reporting_app(fault="never")
+    dag_run = _start_and_wait("cb_never", sensor_kwargs={"timeout": 3})
+    (run,) = emulator.state.snapshot("runs")
+    assert task_states(dag_run)[("wait", -1)] == "failed"
+    if TASK_ERRORS_PRINTED:
+        out = "".join(capfd.readouterr()) + caplog.text
+        assert f"flowProcessNo={run['flow_process_no']} did not report its end within 3 s" in out
+
+
+def test_a_report_before_the_wait_begins_is_kept(reporting_app):
+    emulator = reporting_app(after=0.0, outputs={"a": 1})
+    dag_run = _start_and_wait("cb_early", trigger_kwargs={})  # the trigger's slot hold outlasts the report
+    assert xcom_return_values(dag_run, "wait")[-1]["outputs"] == {"a": 1}
+    assert emulator.state.snapshot("runs")[0]["callback"]["reports"][0]["status_code"] == 200
+
+
+def test_repeats_contradictions_and_forged_tokens_are_answered_and_change_nothing(reporting_app):
+    emulator = reporting_app(after=0.3, fault="twice", outputs={"x": 1})
+    dag_run = _start_and_wait("cb_twice")
+    assert task_states(dag_run)[("wait", -1)] == "success"
+    assert [r["status_code"] for r in emulator.state.snapshot("runs")[0]["callback"]["reports"]] == [200, 200]
+
+    emulator = reporting_app(after=0.3, fault="contradiction")
+    emulator.state.reset()
+    dag_run = _start_and_wait("cb_contradiction")
+    assert xcom_return_values(dag_run, "wait")[-1]["status"] == "succeeded"
+    assert [r["status_code"] for r in emulator.state.snapshot("runs")[0]["callback"]["reports"]] == [200, 409]
+
+    emulator = reporting_app(after=0.3, fault="forged")
+    emulator.state.reset()
+    dag_run = _start_and_wait("cb_forged", sensor_kwargs={"timeout": 3})
+    assert task_states(dag_run)[("wait", -1)] == "failed"
+    assert [r["status_code"] for r in emulator.state.snapshot("runs")[0]["callback"]["reports"]] == [404]
+
+
+def _registered(route: str, dag_id: str = "cb_direct") -> tuple[str, str]:
+    """A call awaiting its report, as a trigger task registers it (written here outside a task)."""
+    from airflow.models.variable import Variable
+
+    callback = new_callback(route)
+    Variable.set(report_variable(callback.key), registration(dag_id, "manual", "trigger", -1))
+    return callback.url, callback.key
+
+
+def _stored(key: str) -> dict:
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.scalar(select(Variable).where(Variable.key == report_variable(key)))
+        return json.loads(row.val) if row is not None else None
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "status"),
+    [
+        ("POST", {"data": b"not json", "headers": {"Content-Type": "application/json"}}, 400),
+        ("POST", {"json": ["succeeded"]}, 400),
+        ("POST", {"json": {"status": "done"}}, 400),
+        ("POST", {"json": {"status": "succeeded", "outputs": [1]}}, 400),
+        ("POST", {"json": {"status": "succeeded", "message": "x" * 1001}}, 400),
+        ("POST", {"json": {"status": "succeeded", "extra": 1}}, 400),
+        ("POST", {"data": b"{" + b" " * (64 * 1024 + 10) + b"}", "headers": {"Content-Type": "application/json"}}, 413),
+        ("GET", {"params": {"status": "maybe"}}, 400),
+        ("GET", {"params": {"status": "failed", "message": "m" * 1001}}, 400),
+        ("GET", {}, 400),
+    ],
+    ids=["not-json", "a-list", "unknown-status", "outputs-list", "long-message", "unknown-field", "too-big",
+         "get-unknown-status", "get-long-message", "get-no-status"],
+)  # fmt: skip
+def test_a_malformed_report_is_a_4xx_and_changes_nothing(route, method, kwargs, status):
+    url, key = _registered(route)
+    answer = requests.request(method, url, timeout=10, **kwargs)
+    assert answer.status_code == status and answer.json()["accepted"] is False, answer.text
+    assert _stored(key)["status"] == "waiting"
+
+
+def test_a_token_that_names_no_call_is_404_and_creates_nothing(route):
+    before = _report_count()
+    for token in ("A" * 43, "short", "../../etc"):
+        answer = requests.post(f"{route}/octorpa/v1/callbacks/{token}", json={"status": "succeeded"}, timeout=10)
+        assert answer.status_code == 404, answer.text
+    assert _report_count() == before
+
+
+def _report_count() -> int:
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    with create_session() as session:
+        return session.scalar(select(func.count()).where(Variable.key.startswith("octorpa_report.")))
+
+
+def test_of_two_contradicting_reports_at_once_exactly_one_wins(route):
+    def report(url: str, status: str, barrier: threading.Barrier, answers: list[int]) -> None:
+        barrier.wait()
+        answers.append(requests.post(url, json={"status": status}, timeout=10).status_code)
+
+    for attempt in range(5):
+        url, key = _registered(route, f"cb_race_{attempt}")
+        answers: list[int] = []
+        barrier = threading.Barrier(2)
+        threads = [
+            threading.Thread(target=report, args=(url, status, barrier, answers)) for status in ("succeeded", "failed")
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(answers) == [200, 409]
+        assert _stored(key)["status"] in ("succeeded", "failed")
+
+
+def test_without_a_callback_base_url_nothing_is_sent(emulator, monkeypatch):
+    for name in ("AIRFLOW__OCTORPA__CALLBACK_BASE_URL", "AIRFLOW__API__BASE_URL", "AIRFLOW__WEBSERVER__BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OCTORPA_DEFAULT",
+        connection_json(emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET, rate_limits=FAST_LIMITS),
+    )
+    with pytest.raises(OctoRpaConfigurationError, match="callback_base_url"):
+        OctoRpaTriggerOperator(task_id="t", app_params={"a": 1}, callback=True).execute({})
+    assert emulator.state.snapshot("calls") == []

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 from airflow_cluster import OTHER_CLOCK, AirflowCluster, can_run_on_other_clock, component, kill, pids_whose
 from airflow_helpers import AIRFLOW_V_3, AIRFLOW_VERSION
 from conftest import ORDER_SECRET, ORDER_WEBHOOK
@@ -70,6 +71,13 @@ def _cluster(scaled_emulator, sql_alchemy_conn: str | None):
                 "host": url,
                 "password": ORDER_SECRET,
                 "extra": {"rate_limits": SCALED_LIMITS, "timeout": 2},
+            },
+            # An app that reports its end (its webhook is set up by the callback test).
+            "octorpa_callbacks": {
+                "conn_type": "octorpa",
+                "host": scaled_emulator.webhook_url("callback-app"),
+                "password": ORDER_SECRET,
+                "extra": {"rate_limits": SCALED_LIMITS},
             },
             # One call per 20 s from one slot: a 20 s hold after the call, time to kill the worker.
             "octorpa_slow": {
@@ -239,6 +247,51 @@ def test_a_task_cleared_while_it_runs_triggers_anew(scaled_emulator, cluster):
     second = scaled_emulator.state.snapshot("runs")[1]
     xcom = cluster.xcom_values("octorpa_running_clear", "running", "trigger")[-1]
     assert xcom["flow_process_no"] == second["flow_process_no"]
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.skipif(not AIRFLOW_V_3, reason="Airflow 2's webserver is not among these components")
+def test_a_run_reports_to_the_api_server_and_the_waiting_task_gets_its_outputs(scaled_emulator, cluster):
+    """The app's report reaches the plugin route on the real api-server (no Airflow login), lands in
+    the metadata database, and the deferred sensor in the real triggerer hands the outputs on. The
+    api-server is restarted between the report and the wait's end: the report survives it."""
+    from airflow_octorpa.emulator import WebhookSpec
+    from airflow_octorpa.emulator.config import AppSpec, CallbackSpec
+
+    scaled_emulator.state.reset()
+    scaled_emulator.state.put_webhook(
+        WebhookSpec(
+            id="callback-app",
+            app=AppSpec(name="回调", inputs={"订单号": "", "airflow_callback_url": ""}, flow_id="flow-cb"),
+            robot="robot-warehouse-01",
+            secret=ORDER_SECRET,
+            callback=CallbackSpec.from_dict({"after": 3, "outputs": {"waybill": "SF-42"}, "fault": "twice"}),
+        )
+    )
+    cluster.wait_for_dags("octorpa_wait")
+    cluster.trigger("octorpa_wait", "report", {})
+    cluster.wait_for(
+        lambda: [r.get("status_code") for r in _callback_reports(scaled_emulator)] == [200, 200],
+        180,
+        "the app's report and its repeat",
+    )
+    cluster.kill("api-server")
+    cluster.start_component(component("api-server"))
+    cluster.wait_for(cluster._api_healthy, 180, "the api-server to answer again")
+    assert cluster.wait_for_run("octorpa_wait", "report", timeout=240) == "success", cluster.log_tail()
+    assert cluster.xcom_values("octorpa_wait", "report", "ship") == {-1: "SF-42"}
+    (run,) = scaled_emulator.state.snapshot("runs")
+    assert cluster.xcom_values("octorpa_wait", "report", "wait")[-1]["flow_process_no"] == run["flow_process_no"]
+    # A forged token is refused by the route itself, and no other Airflow route opened up.
+    forged = f"http://127.0.0.1:{cluster.port}/octorpa/v1/callbacks/{'F' * 43}"
+    answer = requests.post(forged, json={"status": "succeeded"}, timeout=10)
+    assert answer.status_code == 404 and answer.json() == {"accepted": False, "error": answer.json()["error"]}
+    assert requests.get(f"http://127.0.0.1:{cluster.port}/api/v2/variables", timeout=10).status_code in (401, 403)
+
+
+def _callback_reports(emulator) -> list[dict]:
+    runs = emulator.state.snapshot("runs")
+    return runs[0].get("callback", {}).get("reports", []) if runs else []
 
 
 @pytest.mark.timeout(600)

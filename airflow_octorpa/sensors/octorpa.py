@@ -82,8 +82,6 @@ class OctoRpaRunSensor(BaseSensorOperator):
         stored = read(key)  # a report may already be there
         if stored is not None and stored.get("status") != WAITING:
             return self._finish(stored, flow, key, context)
-        if stored is None:
-            raise self._missing(flow)
         from airflow_octorpa.triggers.report import OctoRpaReportTrigger
 
         timeout_at = time.time() + float(self.timeout) if self.timeout is not None else None
@@ -111,7 +109,9 @@ class OctoRpaRunSensor(BaseSensorOperator):
         key, flow = self._key_and_flow()
         stored = read(key)
         if stored is None:
-            raise self._missing(flow)
+            # Airflow answers "not found" for a read that failed too: poke again; the timeout ends it.
+            self.log.warning("The report record of flowProcessNo=%s cannot be read now; poking again.", flow)
+            return False
         if stored.get("status") == WAITING:
             return False
         return PokeReturnValue(True, self._finish(stored, flow, key, context))

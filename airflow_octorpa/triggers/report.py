@@ -11,6 +11,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 # Airflow's own waiting triggers poll every few seconds (the human-in-the-loop trigger: 5 s).
 DEFAULT_POLL_INTERVAL = 5.0
+# How long a report's record must stay unreadable before the wait is given up as "missing".
+MISSING_GRACE_SECONDS = 60.0
 
 
 class OctoRpaReportTrigger(BaseTrigger):
@@ -44,11 +46,23 @@ class OctoRpaReportTrigger(BaseTrigger):
 
         from airflow_octorpa.callbacks.reports import WAITING, read
 
+        missing_since: float | None = None
         while True:
-            stored = await sync_to_async(read)(self.report_key)
+            try:
+                stored = await sync_to_async(read)(self.report_key)
+            except Exception as err:  # noqa: BLE001 - the API server restarting: read again next poll
+                self.log.warning("Could not read the run's report (%s); reading it again.", type(err).__name__)
+                stored = {"status": WAITING}
             if stored is None:
-                yield TriggerEvent({"status": "missing"})
-                return
+                # Airflow answers "not found" for a read that failed too: only a record missing for a
+                # while is gone.
+                missing_since = missing_since or time.monotonic()
+                if time.monotonic() - missing_since >= MISSING_GRACE_SECONDS:
+                    yield TriggerEvent({"status": "missing"})
+                    return
+                stored = {"status": WAITING}
+            else:
+                missing_since = None
             if stored.get("status") != WAITING:
                 yield TriggerEvent({"status": stored.get("status"), "report": stored})
                 return

@@ -384,6 +384,7 @@ def _doctor(args: argparse.Namespace) -> int:
         ("pool", lambda: _check_pool(config.pool, config.pool_size)),
         ("pool's connections", lambda: _check_pool_peers(args.conn_id, config)),
         ("logging", _check_logging),
+        ("callbacks", _check_callback_route),
         *checks,
     ]
     return _report([(name, *_run_check(check)) for name, check in checks])
@@ -410,6 +411,40 @@ def _report(results: list[tuple[str, bool | None, str]]) -> int:
     for name, ok, text in results:
         print(f"{ {True: 'ok  ', None: 'WARN', False: 'FAIL'}[ok] } {name}: {text}")
     return EXIT_OK if all(ok is not False for _, ok, _ in results) else EXIT_FAILED
+
+
+def _check_callback_route() -> str:
+    """Whether runs can report back (callback=True): the base URL is set, and the route answers there
+    with its own JSON. Airflow 3's UI answers any unknown path with its HTML page and 200, so a status
+    alone proves nothing."""
+    import requests
+
+    from airflow_octorpa.callbacks.token import CALLBACK_PATH, ROUTE_PREFIX, callback_base_url
+    from airflow_octorpa.exceptions import OctoRpaConfigurationError
+
+    try:
+        base = callback_base_url()
+    except OctoRpaConfigurationError:
+        raise _CheckWarning(
+            "no callback base URL is set: trigger tasks with callback=True will be refused. Set [octorpa] "
+            "callback_base_url to the address robots reach Airflow at (only needed for callbacks)."
+        ) from None
+    probe = f"{base.rstrip('/')}{ROUTE_PREFIX}{CALLBACK_PATH}{'0' * 43}"  # a token no call has
+    try:
+        answer = requests.get(probe, params={"status": "succeeded"}, timeout=10, allow_redirects=False)
+        body = answer.json()
+    except (requests.RequestException, ValueError) as err:
+        raise _CheckFailed(
+            f"the report route at {base} did not answer with its JSON ({type(err).__name__}). Install "
+            "airflow-provider-octorpa where the api-server (Airflow 2: the webserver) runs, and check that "
+            "the address is right."
+        ) from None
+    if answer.status_code != 404 or not isinstance(body, dict) or body.get("accepted") is not False:
+        raise _CheckFailed(
+            f"{base} answered HTTP {answer.status_code} without the report route's JSON. Install "
+            "airflow-provider-octorpa where the api-server (Airflow 2: the webserver) runs."
+        )
+    return f"the report route answers at {base}{ROUTE_PREFIX}{CALLBACK_PATH}<token>"
 
 
 def _check_logging() -> str:

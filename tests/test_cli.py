@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from callback_server import report_route
+from canned_server import CannedAnswer, canned_server
 from cli_output import json_output
 from conftest import ORDER_SECRET, ORDER_WEBHOOK, VENDOR_SECRET, VENDOR_WEBHOOK, airflow_cli, connection_json
 
@@ -169,8 +171,18 @@ def test_doctor_passes_on_a_good_setup_and_names_each_fix(emulator, airflow_db):
     good = {"AIRFLOW_CONN_OCTORPA_DEFAULT": connection_json(emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET)}
     done = octorpa("doctor", env=good)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert [line.split()[0] for line in _report(done.stdout)] == ["ok"] * 7
+    assert sorted(line.split()[0] for line in _report(done.stdout)) == ["WARN"] + ["ok"] * 7
+    assert "WARN callbacks: no callback base URL is set" in done.stdout
     assert ORDER_SECRET not in done.stdout
+
+    # Callbacks: the route must answer with its own JSON, not an HTML page with 200 (Airflow 3's UI).
+    with report_route() as base:
+        done = octorpa("doctor", env={**good, "AIRFLOW__OCTORPA__CALLBACK_BASE_URL": base})
+    assert done.returncode == 0 and "ok   callbacks: the report route answers" in done.stdout, done.stdout
+    with canned_server(CannedAnswer(status=200, body=b"<html>Airflow</html>", content_type="text/html")) as url:
+        base = url.split("/api/")[0]
+        done = octorpa("doctor", env={**good, "AIRFLOW__OCTORPA__CALLBACK_BASE_URL": base})
+    assert done.returncode == 1 and "FAIL callbacks:" in done.stdout
 
     # DEBUG logging makes Airflow 3 log secrets being masked: a warning, not a failure.
     done = octorpa("doctor", env={**good, "AIRFLOW__LOGGING__LOGGING_LEVEL": "DEBUG"})

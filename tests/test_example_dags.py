@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from airflow_helpers import dag_bag, task_states, xcom_return_values
+from callback_server import report_route
 from conftest import EXAMPLE_DAGS
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -16,7 +17,7 @@ def dagbag():
 
 def test_example_dags_load_without_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert {"example_octorpa_order", "example_octorpa_mapped_orders"} <= set(dagbag.dag_ids)
+    assert {"example_octorpa_order", "example_octorpa_mapped_orders", "example_octorpa_wait"} <= set(dagbag.dag_ids)
     for dag_id in ("example_octorpa_order", "example_octorpa_mapped_orders"):
         assert dagbag.dags[dag_id].get_task("process_order").pool == "octorpa"
 
@@ -39,3 +40,18 @@ def test_mapped_orders_example_starts_one_run_per_order(dagbag, emulator, order_
     runs = emulator.state.snapshot("runs")
     assert sorted(r["params"]["订单号"] for r in runs) == ["SO-2001", "SO-2002", "SO-2003"]
     assert sorted(xcom_return_values(dag_run, "summarise")[-1]) == sorted(r["flow_process_no"] for r in runs)
+
+
+def test_wait_example_hands_the_apps_outputs_downstream(dagbag, emulator, order_conn, monkeypatch):
+    with report_route() as base:
+        monkeypatch.setenv("AIRFLOW__OCTORPA__CALLBACK_BASE_URL", base)
+        dag_run = dagbag.dags["example_octorpa_wait"].test()
+
+    assert set(task_states(dag_run).values()) == {"success"}
+    runs = emulator.state.snapshot("runs")
+    assert sorted(r["params"]["订单号"] for r in runs) == ["SO-3001", "SO-3002", "SO-3003"]
+    assert xcom_return_values(dag_run, "ship") == {-1: "SF1000000001"}
+    waits = xcom_return_values(dag_run, "wait_orders")
+    assert sorted(w["flow_process_no"] for w in waits.values()) == sorted(
+        r["flow_process_no"] for r in runs if r["params"]["订单号"] != "SO-3001"
+    )

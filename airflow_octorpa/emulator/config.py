@@ -145,8 +145,10 @@ def default_config() -> EmulatorConfig:
                     "app": {
                         "name": "订单处理",
                         "flow_id": "flow-order-processing",
-                        "inputs": {"订单号": "", "收货地址": "", "数量": 1},
+                        "inputs": {"订单号": "", "收货地址": "", "数量": 1, "airflow_callback_url": ""},
                     },
+                    # Given a callback URL, the app reports its end a second later, as its last step.
+                    "callback": {"after": 1.0, "outputs": {"运单号": "SF1000000001"}, "message": "已发货"},
                 },
                 {
                     "id": "vendor-example",

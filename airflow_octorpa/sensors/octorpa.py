@@ -14,7 +14,6 @@ from airflow.providers.common.compat.sdk import (
     AirflowSensorTimeout,
     BaseSensorOperator,
     PokeReturnValue,
-    conf,
 )
 
 from airflow_octorpa.callbacks.reports import FAILED, SUCCEEDED, WAITING
@@ -42,8 +41,8 @@ class OctoRpaRunSensor(BaseSensorOperator):
 
     :param run: The trigger task's XCom (``trigger.output``; templated): the started run and its
         ``report_key``. For mapped trigger tasks, map the sensor over ``trigger.output`` too.
-    :param deferrable: Wait in the triggerer (default: ``[operators] default_deferrable``, else
-        True); otherwise ``mode="reschedule"`` frees the worker between pokes.
+    :param deferrable: Wait in the triggerer (default True: a waiting task holds no worker);
+        otherwise ``mode="reschedule"`` frees the worker between pokes.
     :param poll_interval: Seconds between reads of the report (default 5, as Airflow's own waiting
         triggers).
     """
@@ -55,7 +54,7 @@ class OctoRpaRunSensor(BaseSensorOperator):
         self,
         *,
         run: Any,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=True),
+        deferrable: bool = True,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         **kwargs: Any,
     ) -> None:
@@ -185,3 +184,19 @@ def _mapping(value: Any) -> dict[str, Any]:
             except (ValueError, SyntaxError):
                 value = {}
     return dict(value) if isinstance(value, Mapping) else {}
+
+
+def start_and_wait(
+    task_id: str, *, wait_kwargs: Mapping[str, Any] | None = None, **trigger_kwargs: Any
+) -> tuple[Any, OctoRpaRunSensor]:
+    """Start an app with ``callback=True`` and wait for its report, in one line of a DAG.
+
+    ``start, wait = start_and_wait("process_order", app_params={...})`` makes the trigger task
+    ``process_order`` and the sensor ``process_order_wait`` (``wait_kwargs`` are its arguments:
+    ``timeout``, ``deferrable``, ``poll_interval``, ``outlets``...); ``wait.output`` is the report.
+    """
+    from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
+
+    start = OctoRpaTriggerOperator(task_id=task_id, callback=True, **trigger_kwargs)
+    wait = OctoRpaRunSensor(task_id=f"{task_id}_wait", run=start.output, **dict(wait_kwargs or {}))
+    return start, wait

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
-# Airflow 2's scheduler parses the DAGs itself and runs tasks without an API server.
-AIRFLOW_2_COMPONENTS = ("scheduler", "triggerer")
+# Airflow 2's scheduler parses the DAGs itself and runs tasks without an API server; its webserver
+# serves the UI, the REST API and the provider's report route.
+AIRFLOW_2_COMPONENTS = ("webserver", "scheduler", "triggerer")
 # The log servers would listen on every interface, on fixed ports; the tests read log files.
 NO_LOG_SERVER = ("--skip-serve-logs",)
 
@@ -111,6 +112,8 @@ class AirflowCluster:
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(self.port),
                 "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
+                "AIRFLOW__WEBSERVER__BASE_URL": f"http://127.0.0.1:{self.port}",  # Airflow 2's webserver
+                "AIRFLOW__WEBSERVER__WEB_SERVER_HOST": "127.0.0.1",
                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
                 "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "2",
@@ -143,8 +146,8 @@ class AirflowCluster:
     def start(self) -> None:
         for component in self.components:
             self.start_component(component)
-        if any(component.args[0] == "api-server" for component in self.components):
-            self.wait_for(self._api_healthy, 180, "the api-server to answer")
+        if any(component.args[0] in ("api-server", "webserver") for component in self.components):
+            self.wait_for(self._api_healthy, 180, "the api-server (Airflow 2: the webserver) to answer")
 
     def start_component(self, component: Component) -> None:
         logs = self.home / "component-logs"
@@ -152,6 +155,8 @@ class AirflowCluster:
         args = [*component.launcher, self.airflow, *component.args]
         if component.args[0] == "api-server":
             args += ["--port", str(self.port), "--host", "127.0.0.1"]
+        elif component.args[0] == "webserver":
+            args += ["--port", str(self.port), "--hostname", "127.0.0.1", "--workers", "1"]
         self.processes[component.name] = subprocess.Popen(
             args,
             env={**self.env, **component.env, "OCTORPA_COMPONENT": component.name},
@@ -241,7 +246,8 @@ class AirflowCluster:
 
     def _api_healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v2/monitor/health", timeout=5) as answer:
+            path = "/api/v2/monitor/health" if _airflow_major() >= 3 else "/health"
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as answer:
                 return answer.status == 200
         except OSError:
             return False

@@ -275,6 +275,11 @@ def test_a_run_reports_to_the_api_server_and_the_waiting_task_gets_its_outputs(s
         180,
         "the app's report and its repeat",
     )
+    cluster.wait_for(
+        lambda: cluster.task_states("octorpa_wait", "report").get(("trigger", -1)) == "success",
+        120,
+        "the trigger task to end its slot hold",
+    )
     web = "api-server" if AIRFLOW_V_3 else "webserver"
     cluster.kill(web)
     cluster.start_component(component(web))

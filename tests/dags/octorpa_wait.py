@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.providers.common.compat.sdk import DAG, task
 
@@ -16,7 +16,10 @@ with DAG(dag_id="octorpa_wait", schedule=None, start_date=datetime(2026, 1, 1), 
         app_params={"订单号": "{{ run_id }}"},
         callback=True,
     )
-    wait = OctoRpaRunSensor(task_id="wait", run=trigger.output, timeout=120, poll_interval=2)
+    # A retry for the infrastructure: Airflow 3.0 fails a task that runs while its api-server restarts.
+    wait = OctoRpaRunSensor(
+        task_id="wait", run=trigger.output, timeout=120, poll_interval=2, retries=1, retry_delay=timedelta(seconds=2)
+    )
 
     @task
     def ship(report: dict) -> str:

@@ -34,8 +34,10 @@ EXTRA_PINS = {
     "3.0.6": ["fastapi<0.132", "cadwyn<9", "PyJWT<2.11"],
     "3.2.2": ["fastapi<0.137", "cadwyn<9", "svcs<26"],
 }
-# Hook, operator through dag.test(), faults, example DAGs, registration, bad input, the real-components
-# burst and the killed task process. Tests that need one version's feature skip themselves elsewhere.
+# Hook, operator through dag.test(), faults, example DAGs, registration, bad input, callbacks, the
+# real-components burst and the killed task process. Tests that need one version's feature skip
+# themselves elsewhere. The dag.test() suites of two versions run at once (they mostly wait out slot
+# holds); the real-components tests (SCHEDULER_TESTS), whose timing matters, run one version at a time.
 TESTS = (
     "tests/test_signing.py",
     "tests/test_hook.py",
@@ -48,12 +50,16 @@ TESTS = (
     "tests/test_provider.py",
     "tests/test_cli.py",
     "tests/test_secrets.py",
-    # Through real components: the burst (the rate-limit proof), a triggerer on another clock and a
-    # task process killed after its call. The scheduler tests' other two (modes, random faults) run
-    # in `make test` on 3.3.
+    "tests/test_callbacks.py",
+)
+# Through real components: the burst (the rate-limit proof), a triggerer on another clock, a task
+# process killed after its call, and a run reporting to the api-server (Airflow 2: the webserver).
+# The scheduler tests' others run in `make test` on 3.3.
+SCHEDULER_TESTS = (
     "tests/test_scheduler.py::test_burst_from_two_dags_is_delivered_once_each_and_never_refused",
     "tests/test_scheduler.py::test_a_triggerer_on_another_clock_times_each_hold_itself",
     "tests/test_scheduler.py::test_worker_killed_after_its_call_is_not_triggered_twice_but_a_clear_is",
+    "tests/test_scheduler.py::test_a_run_reports_to_the_api_server_and_the_waiting_task_gets_its_outputs",
 )
 EXTRAS = "test"
 _EDITABLE_BUILD = threading.Lock()
@@ -101,13 +107,13 @@ def ensure_venv(version: str) -> Path:
     return venv
 
 
-def run_suite(version: str, extra_args: list[str]) -> tuple[int, int, int]:
-    """Run the compatibility tests in the version's environment; (passed, failed, skipped)."""
+def run_suite(version: str, tests: tuple[str, ...], extra_args: list[str]) -> tuple[int, int, int]:
+    """Run ``tests`` in the version's environment; (passed, failed, skipped)."""
     python = venv_path(version) / "bin" / "python"
     with tempfile.TemporaryDirectory(prefix=f"octorpa-compat-{version}-") as tmp:
         report = Path(tmp) / "junit.xml"
         subprocess.run(
-            [str(python), "-m", "pytest", *TESTS, "-p", "no:cacheprovider", "-q", f"--junitxml={report}", *extra_args],
+            [str(python), "-m", "pytest", *tests, "-p", "no:cacheprovider", "-q", f"--junitxml={report}", *extra_args],
             cwd=REPO,
             env={k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "VIRTUAL_ENV"))},
             check=False,
@@ -152,7 +158,14 @@ def main() -> int:
     # Installing is mostly waiting on downloads and unpacking: two at a time.
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(ensure_venv, args.versions))
-    results = {version: run_suite(version, pytest_args) for version in args.versions}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = pool.map(lambda version: run_suite(version, TESTS, pytest_args), args.versions)
+        dag_tests = dict(zip(args.versions, runs, strict=True))
+    results = {}
+    for version in args.versions:
+        scheduler = run_suite(version, SCHEDULER_TESTS, pytest_args)
+        passed, failed, skipped = (a + b for a, b in zip(dag_tests[version], scheduler, strict=True))
+        results[version] = (passed, failed, skipped)
     for version, (passed, failed, skipped) in results.items():
         print(f"compat: airflow={version} passed={passed} failed={failed}" + (f" skipped={skipped}" if skipped else ""))
     return 1 if any(failed for _, failed, _ in results.values()) else 0

@@ -238,12 +238,16 @@ def started_calls_of_dag_run(dag_run: Any, session: Any) -> dict[tuple[str, int]
 
 def _run_variables(dag_id: str, run_id: str, session: Any) -> list[tuple[Any, dict[str, Any]]]:
     """The Variables that hold a DAG run's records (and probes), with their stored values."""
+    return run_variables(f"{VARIABLE_PREFIX}{dag_id[:_MAX_DAG_ID_IN_KEY]}.", dag_id, run_id, session)
+
+
+def run_variables(prefix: str, dag_id: str, run_id: str, session: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """The Variables under ``prefix`` whose JSON value names the DAG run, with those values."""
     from airflow.models.variable import Variable as VariableModel
     from sqlalchemy import select
 
-    own_dag = f"{VARIABLE_PREFIX}{dag_id[:_MAX_DAG_ID_IN_KEY]}."
     found = []
-    for row in session.scalars(select(VariableModel).where(VariableModel.key.startswith(own_dag, autoescape=True))):
+    for row in session.scalars(select(VariableModel).where(VariableModel.key.startswith(prefix, autoescape=True))):
         try:
             stored = json.loads(row.val)
         except (TypeError, ValueError):

@@ -155,19 +155,12 @@ def record_report(key: str, report: RunReport, session: Any) -> Outcome:
 
 def forget_dag_run_reports(dag_id: str, run_id: str, session: Any) -> int:
     """Delete the reports of a DAG run's calls (the run has ended)."""
-    from airflow.models.variable import Variable
-    from sqlalchemy import select
+    from airflow_octorpa.call_record import run_variables
 
-    forgotten = 0
-    for row in session.scalars(select(Variable).where(Variable.key.startswith(REPORT_PREFIX, autoescape=True))):
-        try:
-            stored = json.loads(row.val)
-        except (TypeError, ValueError):
-            continue
-        if isinstance(stored, dict) and stored.get("dag_id") == dag_id and stored.get("run_id") == run_id:
-            session.delete(row)
-            forgotten += 1
-    return forgotten
+    rows = [row for row, _ in run_variables(REPORT_PREFIX, dag_id, run_id, session)]
+    for row in rows:
+        session.delete(row)
+    return len(rows)
 
 
 def _decoded(raw: str | None, encrypted: bool) -> dict[str, Any] | None:

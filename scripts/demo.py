@@ -1,17 +1,26 @@
-"""``make demo``: the e-commerce example DAG, end to end, against the bundled webhook emulator.
+"""``make demo``: the e-commerce example DAGs, end to end, against the bundled webhook emulator.
 
 Starts the emulator on a free loopback port, prepares an embedded Airflow home with SQLite (the
-``octorpa_default`` connection and the ``octorpa`` pool, made with Airflow's own CLI), runs
-``airflow dags test example_octorpa_order``, prints the started run's ``flowProcessNo`` and what
-the emulator received, and stops everything it started.
+``octorpa_default`` connection, made with Airflow's CLI, and the ``octorpa`` pool, printed by
+``octorpa pool`` and imported with ``airflow pools import``: the quick start's own commands), then:
+
+1. ``airflow dags test example_octorpa_order``: one signed call; prints the started run's
+   ``flowProcessNo`` and what the emulator received.
+2. ``airflow dags test example_octorpa_wait`` with Airflow's own api-server (Airflow 2: the
+   webserver) serving the report route on a free loopback port: the emulator's order app reports
+   back when its run ends, the waiting task succeeds, and the app's outputs reach the next task.
+
+Stops everything it started, also when a step fails.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,8 +34,25 @@ AIRFLOW_HOME = DEMO_DIR / "airflow-home"
 LOGS = DEMO_DIR / "logs"
 BIN = Path(sys.executable).parent
 DAG_ID = "example_octorpa_order"
+WAIT_DAG_ID = "example_octorpa_wait"
 WEBHOOK_ID = "order-processing"
 WEBHOOK_SECRET = "demo-order-secret"  # the emulator's built-in demo webhook
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+WEB_PORT = _free_port()
+WEB_URL = f"http://127.0.0.1:{WEB_PORT}"
+
+
+def _airflow_major() -> int:
+    from importlib.metadata import version
+
+    return int(version("apache-airflow").split(".")[0])
 
 
 def _airflow_env() -> dict[str, str]:
@@ -36,21 +62,77 @@ def _airflow_env() -> dict[str, str]:
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "example_dags"),
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
+        # Where the emulator's robots report back: the api-server (Airflow 2: webserver) started below.
+        AIRFLOW__OCTORPA__CALLBACK_BASE_URL=WEB_URL,
+        AIRFLOW__API__HOST="127.0.0.1",
+        AIRFLOW__API__PORT=str(WEB_PORT),
+        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
+        AIRFLOW__WEBSERVER__WEB_SERVER_HOST="127.0.0.1",
+        AIRFLOW__WEBSERVER__WEB_SERVER_PORT=str(WEB_PORT),
     )
     return env
 
 
-def _step(title: str, *command: str) -> None:
-    """Run one ``airflow`` command, its output kept in .demo/logs; stop the demo if it fails."""
-    log_file = LOGS / f"{title.replace(' ', '-')}.log"
+ENV = _airflow_env()  # one JWT secret for every command of the demo
+
+
+def _run(title: str, command: list[str], stdout_file: Path | None = None) -> None:
+    """Run one command, its output kept in .demo/logs; stop the demo if it fails."""
+    log_file = LOGS / f"{title.replace(' ', '-').replace('/', '-')}.log"
     print(f"==> {title}", flush=True)
-    with log_file.open("w", encoding="utf-8") as log:
+    with log_file.open("w", encoding="utf-8") as log, (stdout_file or log_file).open("a", encoding="utf-8") as out:
         done = subprocess.run(
-            [str(BIN / "airflow"), *command], env=_airflow_env(), stdout=log, stderr=subprocess.STDOUT, check=False
+            command,
+            env=ENV,
+            stdout=out if stdout_file else log,
+            stderr=log if stdout_file else subprocess.STDOUT,
+            check=False,
         )
     if done.returncode != 0:
         print(log_file.read_text(encoding="utf-8")[-4000:], file=sys.stderr)
         raise SystemExit(f"'{title}' failed (exit {done.returncode}); full log: {log_file}")
+
+
+def _step(title: str, *command: str) -> None:
+    _run(title, [str(BIN / "airflow"), *command])
+
+
+def _start_web_server() -> subprocess.Popen:
+    """Airflow's own api-server (Airflow 2: webserver), which serves the provider's report route."""
+    if _airflow_major() >= 3:
+        command = [str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(WEB_PORT)]
+        health = f"{WEB_URL}/api/v2/monitor/health"
+    else:
+        command = [
+            str(BIN / "airflow"),
+            "webserver",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            str(WEB_PORT),
+            "--workers",
+            "1",
+        ]
+        health = f"{WEB_URL}/health"
+    print(f"==> starting Airflow's {command[1]} on {WEB_URL} (it serves the report route)", flush=True)
+    server = subprocess.Popen(
+        command,
+        env=ENV,
+        stdout=(LOGS / f"{command[1]}.log").open("w", encoding="utf-8"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"Airflow's {command[1]} stopped; see {LOGS / (command[1] + '.log')}")
+        try:
+            _get_json(health)
+            return server
+        except (OSError, ValueError):
+            time.sleep(0.5)
+    _stop(server)
+    raise SystemExit(f"Airflow's {command[1]} did not answer in 180 s; see {LOGS / (command[1] + '.log')}")
 
 
 def _start_emulator() -> tuple[subprocess.Popen, str]:
@@ -85,15 +167,17 @@ def _get_json(url: str) -> object:
         return json.loads(answer.read().decode("utf-8"))
 
 
-def _xcom_of_latest_run(task_id: str) -> object:
+def _xcom_of_latest_run(task_id: str, dag_id: str = DAG_ID) -> object:
     with sqlite3.connect(AIRFLOW_HOME / "airflow.db") as db:
         row = db.execute(
-            "SELECT value FROM xcom WHERE dag_id = ? AND task_id = ? AND key = 'return_value' ORDER BY timestamp DESC LIMIT 1",
-            (DAG_ID, task_id),
+            "SELECT value FROM xcom WHERE dag_id = ? AND task_id = ? AND key = 'return_value' AND map_index = -1 "
+            "ORDER BY timestamp DESC LIMIT 1",
+            (dag_id, task_id),
         ).fetchone()
     if row is None:
-        raise SystemExit(f"No XCom was stored for {DAG_ID}.{task_id}")
-    return json.loads(row[0])
+        raise SystemExit(f"No XCom was stored for {dag_id}.{task_id}")
+    value = json.loads(row[0])
+    return json.loads(value) if isinstance(value, str) and value[:1] in '{["' else value
 
 
 def main() -> int:
@@ -114,7 +198,9 @@ def main() -> int:
             "--conn-json",
             json.dumps({"conn_type": "octorpa", "host": webhook_url, "password": WEBHOOK_SECRET}),
         )
-        _step("import the octorpa pool", "pools", "import", str(REPO / "pools" / "octorpa.json"))
+        pool_file = DEMO_DIR / "octorpa-pool.json"
+        _run("octorpa pool > octorpa-pool.json", [str(BIN / "octorpa"), "pool"], stdout_file=pool_file)
+        _step("airflow pools import octorpa-pool.json", "pools", "import", str(pool_file))
         _step(f"airflow dags test {DAG_ID}", "dags", "test", DAG_ID)
 
         result = _xcom_of_latest_run("process_order")
@@ -133,10 +219,34 @@ def main() -> int:
         print(
             f"  app {run['app']!r} started on robot {run['robot']!r} with inputs {json.dumps(run['inputs'], ensure_ascii=False)}"
         )
+        print()
+        _wait_demo(emulator_url)
     finally:
         _stop(emulator)
         print("==> emulator stopped")
     return 0
+
+
+def _wait_demo(emulator_url: str) -> None:
+    """Start, wait for the app's report, use its outputs downstream."""
+    web_server = _start_web_server()
+    try:
+        _step(f"airflow dags test {WAIT_DAG_ID}", "dags", "test", WAIT_DAG_ID)
+    finally:
+        _stop(web_server)
+        print("==> Airflow's web server stopped")
+    report = _xcom_of_latest_run("process_order_wait", WAIT_DAG_ID)
+    waybill = _xcom_of_latest_run("ship", WAIT_DAG_ID)
+    runs = _get_json(f"{emulator_url}/_emulator/runs")
+    reported = [r for run in runs for r in run.get("callback", {}).get("reports", [])]  # type: ignore[union-attr]
+    print()
+    print(f"The app's run {report['flow_process_no']} reported back: status {report['status']!r}")
+    print(f"  waiting task XCom (process_order_wait): {json.dumps(report, ensure_ascii=False)}")
+    print(f"  downstream task 'ship' got the app's output 运单号 = {waybill}")
+    print(
+        f"  reports the emulator's apps sent to Airflow: {len(reported)}, "
+        f"answered HTTP {sorted({r['status_code'] for r in reported})}"
+    )
 
 
 if __name__ == "__main__":

@@ -141,7 +141,10 @@ def test_a_worker_killed_mid_call_and_mid_hold(cluster, emulator):
         )
     )
     assert killed and killed <= retried, (killed, retried)
-    assert len(emulator.state.snapshot("calls")) == result["started"] + result["unknown"] + result["refused"]
+    # "unknown" is a call whose worker died after recording it and before its answer: the request may
+    # never have left (killed before the first byte), but none was sent twice.
+    arrived = len(emulator.state.snapshot("calls"))
+    assert result["started"] + result["refused"] <= arrived <= result["started"] + result["unknown"] + result["refused"]
 
 
 @pytest.mark.timeout(900)

@@ -4,13 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint test-compat test-ui test-distributed bench venv clean
+.PHONY: demo test lint test-compat test-ui test-distributed docs bench venv clean
 
-# Airflow is pinned by constraints.txt, as Airflow's own constraint files pin it.
-$(INSTALLED): pyproject.toml constraints.txt
+# Airflow 3.3.2 is pinned by constraints/airflow-3.3.2.txt, as Airflow's own constraint files pin it.
+CONSTRAINTS := constraints/airflow-3.3.2.txt
+$(INSTALLED): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[test,lint,openlineage,distributed,ui]"
+	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) --editable ".[test,lint,openlineage,distributed,ui,docs]"
 	touch $(INSTALLED)
 
 venv: $(INSTALLED)
@@ -44,8 +45,14 @@ test-ui: $(INSTALLED)
 test-distributed: $(INSTALLED)
 	$(BIN)/python -m pytest tests_distributed -p no:cacheprovider -s -o testpaths=tests_distributed
 
+# The documentation site (MkDocs, docs/pages) into docs/_build, every warning an error (broken page
+# links and anchors included); then every command of the README, run in a test.
+docs: $(INSTALLED)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	$(BIN)/python -m pytest tests_docs -p no:cacheprovider -o testpaths=tests_docs
+
 clean:
-	rm -rf $(VENV) .venv-af* .demo .pytest_cache .hypothesis .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-af* .demo docs/_build .pytest_cache .hypothesis .mypy_cache .ruff_cache *.egg-info
 
 # Not part of `make test`: ratios against baselines measured in the same run (see benchmarks/).
 bench: $(INSTALLED)

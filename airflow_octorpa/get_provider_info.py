@@ -7,7 +7,7 @@ from typing import Any
 from airflow_octorpa import __version__
 from airflow_octorpa.hooks.connection_form import conn_fields, ui_field_behaviour_metadata
 
-DOCUMENTATION_URL = "https://pypi.org/project/airflow-provider-octorpa/#description"
+DOCUMENTATION_URL = "https://airflow-provider-octorpa.readthedocs.io/"
 
 
 def get_provider_info() -> dict[str, Any]:

@@ -13,6 +13,12 @@
 - ``faults``: 200 triggers through the scheduler with faults injected at random (fixed seed: about
   10% 429s, 5% unknown outcomes, 5% 503s before starting) under scaled-down windows; every trigger
   must be accounted for (started once, or failed saying it may have started), none twice.
+- ``callback``: N runs (default 200) started at once whose apps report their end a few minutes later
+  (the emulator's app, through Airflow's api-server), N sensors waiting deferred on one triggerer,
+  on LocalExecutor and on the CeleryExecutor, both on PostgreSQL and Airflow's default settings.
+  The latency from a report's arrival to its waiting task's success (median, p95), and the reads
+  of the ``variable`` table while the sensors wait, counted by PostgreSQL (``pg_stat_user_tables``),
+  per second and per waiting task per poll interval (the baseline: one read per poll).
 - ``import-overhead``: what a DAG file pays to import the operator on top of ``import airflow.sdk``
   (``ratio = (sdk + operator) / sdk``), in CPU time of fresh interpreters, best of 11 each.
 
@@ -45,10 +51,18 @@ from airflow_octorpa.rate_limit import DEFAULT_POOL_SIZE as POOL_SIZE  # noqa: E
 from airflow_octorpa.rate_limit import hold_seconds  # noqa: E402
 
 VENDOR_LIMITS = "5/second;20/minute"
+# The harness tunes the scheduler's idle sleep to 0.2 s and the triggerer's heartbeat to 1 s; users run
+# Airflow's defaults (1 s and 5 s). Each burst is measured on both, side by side.
+SETTINGS = {
+    "default": {"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1", "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "5"},
+    "tuned": {"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2", "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1"},
+}
 WEBHOOK, SECRET = "order-processing", "demo-order-secret"
 
 
-def rate_limit_line(n: int, mode: str, executor: str = "local", other_clock: bool = False) -> str:
+def rate_limit_line(
+    n: int, mode: str, executor: str = "local", other_clock: bool = False, settings: str = "tuned"
+) -> str:
     config = default_config()
     config.rate_limits = VENDOR_LIMITS
     with OctoRpaEmulator(config) as emulator, tempfile.TemporaryDirectory(prefix="octorpa-bench-") as home:
@@ -61,7 +75,7 @@ def rate_limit_line(n: int, mode: str, executor: str = "local", other_clock: boo
             }
         }
         dag_id = f"octorpa_burst_{mode}"
-        with _deployment(executor, Path(home), connections, other_clock) as cluster:
+        with _deployment(executor, Path(home), connections, other_clock, SETTINGS[settings]) as cluster:
             cluster.wait_for_dags(dag_id, timeout=300)
             cluster.trigger(dag_id, "bench", {"n": n, "tag": mode})
             state = cluster.wait_for_run(dag_id, "bench", timeout=60 + 20 * n)
@@ -78,26 +92,28 @@ def rate_limit_line(n: int, mode: str, executor: str = "local", other_clock: boo
     return (
         f"rate-limit: N={n} delivered={len(set(orders))} refused={refused} duplicates={duplicates} "
         f"took={took:.1f}s ideal={ideal:.1f}s ratio={ideal / took:.3f} mode={mode} executor={executor} run={state}"
-        f"{' triggerer=other-clock' if other_clock else ''}\n"
+        f" settings={settings}{' triggerer=other-clock' if other_clock else ''}\n"
         f"  per round of {POOL_SIZE} calls, {breakdown}"
     )
 
 
 @contextlib.contextmanager
-def _deployment(executor: str, home: Path, connections: dict, other_clock: bool) -> Iterator[AirflowCluster]:
+def _deployment(
+    executor: str, home: Path, connections: dict, other_clock: bool, settings: dict[str, str]
+) -> Iterator[AirflowCluster]:
     """LocalExecutor and SQLite, or the CeleryExecutor on PostgreSQL and Redis (tests_distributed);
     ``other_clock``: the LocalExecutor's triggerer runs on a monotonic clock of its own."""
     if executor == "celery":
         from celery_deployment import celery_deployment
 
-        with celery_deployment(home, REPO / "tests" / "dags", connections) as cluster:
+        with celery_deployment(home, REPO / "tests" / "dags", connections, settings) as cluster:
             yield cluster
         return
     # Only the other-clock run names its components (Airflow 3's); otherwise the version's own.
     components = (
         [component(name, OTHER_CLOCK if name == "triggerer" else ()) for name in COMPONENTS] if other_clock else None
     )
-    cluster = AirflowCluster(home, REPO / "tests" / "dags", components=components)
+    cluster = AirflowCluster(home, REPO / "tests" / "dags", components=components, extra_env=settings)
     cluster.prepare(connections)
     with cluster:
         cluster.start()
@@ -181,6 +197,127 @@ def _mark_times(task_folder: Path) -> dict[str, float]:
             if log.name == "attempt=1.log":
                 times["end"] = max(times.get("end", at), at)
     return times
+
+
+CALLBACK_DAG, CALLBACK_WEBHOOK = "octorpa_wait_mapped", "callback-app"
+CALLBACK_LIMITS = "1000/second;60000/minute"  # the starts are not what is measured here
+
+
+def callback_line(n: int, executor: str, report_after: float) -> str:
+    from airflow_octorpa.emulator import WebhookSpec
+    from airflow_octorpa.triggers.report import DEFAULT_POLL_INTERVAL
+
+    config = default_config()
+    config.rate_limits = CALLBACK_LIMITS
+    with OctoRpaEmulator(config) as emulator, tempfile.TemporaryDirectory(prefix="octorpa-bench-") as home:
+        emulator.state.put_webhook(
+            WebhookSpec.reporting_app(CALLBACK_WEBHOOK, SECRET, after=report_after, outputs={"waybill": "SF-1"})
+        )
+        connection = {
+            "conn_type": "octorpa",
+            "host": emulator.webhook_url(CALLBACK_WEBHOOK),
+            "password": SECRET,
+            "extra": {"rate_limits": CALLBACK_LIMITS},
+        }
+        with _postgres_deployment(executor, Path(home), {"octorpa_callbacks": connection}) as cluster:
+            cluster.wait_for_dags(CALLBACK_DAG, timeout=300)
+            cluster.trigger(CALLBACK_DAG, "bench", {"n": n})
+            cluster.wait_for(
+                lambda: (
+                    _count(cluster, "wait", "deferred") + _count(cluster, "wait", "success") >= n
+                    or _first_report(emulator) is not None
+                ),
+                60 + 5 * n,
+                "the sensors to defer",
+            )
+            reads_before, counted_from = _variable_reads(cluster), time.time()
+            waiting_at_start = _count(cluster, "wait", "deferred")
+            state = cluster.wait_for_run(CALLBACK_DAG, "bench", timeout=report_after + 60 + 10 * n)
+            reads, counted_to = _variable_reads(cluster) - reads_before, time.time()
+            ends = dict(
+                cluster._query(
+                    "SELECT map_index, end_date FROM task_instance WHERE dag_id = ? AND run_id = 'bench' "
+                    "AND task_id = 'wait'",
+                    CALLBACK_DAG,
+                )
+            )
+            started = cluster.xcom_values(CALLBACK_DAG, "bench", "trigger")
+            wait_seconds = _waiting_seconds(cluster, counted_from)
+        runs = {r["flow_process_no"]: r for r in emulator.state.snapshot("runs")}
+    latencies = []
+    for index, value in started.items():
+        reports = runs[value["flow_process_no"]].get("callback", {}).get("reports", [])
+        accepted = [r["sent_at"] for r in reports if r.get("status_code") == 200]
+        if accepted and ends.get(index) is not None:
+            latencies.append(ends[index].timestamp() - accepted[0])
+    latencies.sort()
+    p95 = latencies[max(0, round(0.95 * len(latencies)) - 1)] if latencies else float("nan")
+    per_poll = reads / (wait_seconds / DEFAULT_POLL_INTERVAL) if wait_seconds else float("nan")
+    return (
+        f"callback: N={n} reported={len(latencies)} executor={executor} run={state} settings=default "
+        f"waiting-at-once={waiting_at_start} latency median={statistics.median(latencies):.1f}s p95={p95:.1f}s "
+        f"variable-reads={reads} ({reads / (counted_to - counted_from):.1f}/s) "
+        f"per-waiting-task-per-{DEFAULT_POLL_INTERVAL:g}s-poll={per_poll:.2f}"
+    )
+
+
+@contextlib.contextmanager
+def _postgres_deployment(executor: str, home: Path, connections: dict) -> Iterator[AirflowCluster]:
+    """Airflow's default settings, on PostgreSQL (its statistics count the reads)."""
+    defaults = SETTINGS["default"]
+    if executor == "celery":
+        from celery_deployment import celery_deployment
+
+        with celery_deployment(home, REPO / "tests" / "dags", connections, defaults) as cluster:
+            yield cluster
+        return
+    from services import PostgresServer
+
+    with PostgresServer() as postgres:
+        cluster = AirflowCluster(
+            home, REPO / "tests" / "dags", sql_alchemy_conn=postgres.url, parallelism=32, extra_env=defaults
+        )
+        cluster.prepare(connections)
+        with cluster:
+            cluster.start()
+            yield cluster
+
+
+def _count(cluster: AirflowCluster, task_id: str, state: str) -> int:
+    rows = cluster._query(
+        "SELECT COUNT(*) FROM task_instance WHERE dag_id = ? AND run_id = 'bench' AND task_id = ? AND state = ?",
+        CALLBACK_DAG,
+        task_id,
+        state,
+    )
+    return int(rows[0][0]) if rows else 0
+
+
+def _first_report(emulator: OctoRpaEmulator) -> float | None:
+    sent = [r["sent_at"] for run in emulator.state.snapshot("runs") for r in run.get("callback", {}).get("reports", [])]
+    return min(sent) if sent else None
+
+
+def _variable_reads(cluster: AirflowCluster) -> int:
+    """Scans of the ``variable`` table so far, as PostgreSQL counts them."""
+    time.sleep(1.5)  # PostgreSQL publishes a backend's counts within a second of its transaction
+    ((count,),) = cluster._query(
+        "SELECT COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'variable'"
+    )
+    return int(count)
+
+
+def _waiting_seconds(cluster: AirflowCluster, since: float) -> float:
+    """The sensors' time spent deferred after ``since``: what one read per poll is counted against."""
+    rows = cluster._query(
+        "SELECT start_date, end_date FROM task_instance WHERE dag_id = ? AND run_id = 'bench' AND task_id = 'wait'",
+        CALLBACK_DAG,
+    )
+    total = 0.0
+    for _start, end in rows:
+        if end is not None:
+            total += max(0.0, end.timestamp() - since)
+    return total
 
 
 def faults_line(n: int = 200) -> str:
@@ -273,14 +410,25 @@ def main() -> int:
     parser.add_argument(
         "--no-other-clock", dest="other_clock", action="store_false", help="skip the triggerer=other-clock burst"
     )
+    parser.add_argument("--callback-n", type=int, default=200, help="runs waiting at once (0: skip)")
+    parser.add_argument("--report-after", type=float, default=240, help="seconds from a run's start to its report")
+    parser.add_argument(
+        "--settings",
+        default="default,tuned",
+        help="Airflow settings for each burst: default (Airflow's own) and tuned (scheduler idle sleep 0.2 s)",
+    )
     args = parser.parse_args()
     print(import_overhead_line(), flush=True)
     print(hook_overhead_line(), flush=True)
     if args.faults_n:
         print(faults_line(args.faults_n), flush=True)
+    if args.callback_n:
+        for executor in args.executors.split(","):
+            print(callback_line(args.callback_n, executor, args.report_after), flush=True)
     for executor in args.executors.split(","):
         for mode in args.modes.split(","):
-            print(rate_limit_line(args.n, mode, executor), flush=True)
+            for settings in args.settings.split(","):
+                print(rate_limit_line(args.n, mode, executor, settings=settings), flush=True)
             if executor == "local" and mode == "deferred" and args.other_clock:
                 if can_run_on_other_clock():
                     print(rate_limit_line(args.n, mode, executor, other_clock=True), flush=True)

@@ -15,6 +15,7 @@ from airflow.providers.common.compat.sdk import dag, task
 from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
 
 
+# --8<-- [start:dag]
 @dag(
     dag_id="example_octorpa_order",
     schedule=None,
@@ -54,3 +55,4 @@ def example_octorpa_order():
 
 
 example_octorpa_order()
+# --8<-- [end:dag]

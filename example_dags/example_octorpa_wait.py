@@ -18,6 +18,7 @@ from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
 from airflow_octorpa.sensors.octorpa import OctoRpaRunSensor, start_and_wait
 
 
+# --8<-- [start:dag]
 @dag(
     dag_id="example_octorpa_wait",
     schedule=None,
@@ -48,3 +49,4 @@ def example_octorpa_wait():
 
 
 example_octorpa_wait()
+# --8<-- [end:dag]

@@ -2,7 +2,7 @@
 
 Each version gets its own virtual environment, ``.venv-af<version>``, pinned by the project's
 ``constraints/airflow-<version>.txt`` (Airflow's published constraint files are not reachable
-from CI). Airflow 3.3.2 is the main ``.venv``, pinned by ``constraints.txt``, so its
+from CI). Airflow 3.3.2 is the main ``.venv``, pinned by ``constraints/airflow-3.3.2.txt``, so its
 ``.venv-af3.3.2`` is a link to it. Prints one line per version:
 
     compat: airflow=<version> passed=<n> failed=<n>
@@ -25,7 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 VERSIONS = ("2.11.2", "3.0.6", "3.1.8", "3.2.2", "3.3.2")
-MAIN_VERSION = "3.3.2"  # the main .venv's, pinned by constraints.txt
+MAIN_VERSION = "3.3.2"  # the main .venv's
 # What pip must not pick for a version, found by running it: with newer ones the task runner's calls
 # fail (FastAPI, cadwyn: 422 answers on 3.0, a pydantic schema error on 3.2; svcs 26: 3.2's in-process
 # API never gets its service registry) and 3.0's api-server
@@ -70,7 +70,7 @@ def venv_path(version: str) -> Path:
 
 
 def constraints(version: str) -> Path:
-    return REPO / "constraints.txt" if version == MAIN_VERSION else REPO / "constraints" / f"airflow-{version}.txt"
+    return REPO / "constraints" / f"airflow-{version}.txt"
 
 
 def ensure_venv(version: str) -> Path:

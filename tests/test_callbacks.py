@@ -16,7 +16,6 @@ from conftest import FAST_LIMITS, ORDER_SECRET, ORDER_WEBHOOK, connection_json
 from airflow_octorpa.callbacks.reports import registration, report_variable
 from airflow_octorpa.callbacks.token import new_callback
 from airflow_octorpa.emulator import WebhookSpec
-from airflow_octorpa.emulator.config import AppSpec, CallbackSpec
 from airflow_octorpa.exceptions import OctoRpaConfigurationError
 from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
 from airflow_octorpa.sensors.octorpa import OctoRpaRunSensor
@@ -60,15 +59,7 @@ def reporting_app(emulator, monkeypatch, route):
     )
 
     def configure(**callback):
-        emulator.state.put_webhook(
-            WebhookSpec(
-                id=APP,
-                app=AppSpec(name="回调示例", inputs={"订单号": "", "airflow_callback_url": ""}, flow_id="flow-cb"),
-                robot="robot-warehouse-01",
-                secret=ORDER_SECRET,
-                callback=CallbackSpec.from_dict(callback),
-            )
-        )
+        emulator.state.put_webhook(WebhookSpec.reporting_app(APP, ORDER_SECRET, name="回调示例", **callback))
         return emulator
 
     return configure
@@ -252,3 +243,53 @@ def test_without_a_callback_base_url_nothing_is_sent(emulator, monkeypatch):
     with pytest.raises(OctoRpaConfigurationError, match="callback_base_url"):
         OctoRpaTriggerOperator(task_id="t", app_params={"a": 1}, callback=True).execute({})
     assert emulator.state.snapshot("calls") == []
+
+
+def _run_trigger_until(trigger, during) -> tuple[dict, float]:
+    """Run the report trigger while ``during(elapsed)`` acts on the store; return its event and when."""
+    import asyncio
+    import time
+
+    async def scenario():
+        started = time.monotonic()
+        events = trigger.run()
+        first = asyncio.ensure_future(events.__anext__())
+        while not first.done():
+            await asyncio.sleep(0.2)
+            await asyncio.to_thread(during, time.monotonic() - started)
+        return (await first).payload, time.monotonic() - started
+
+    return asyncio.run(scenario())
+
+
+def test_a_record_missing_for_less_than_the_grace_is_still_waited_for(route, monkeypatch):
+    """Airflow answers "not found" for a failed read too: a record that is missing for a moment and
+    then read again is waited on; only one missing for the whole grace ends the wait."""
+    import uuid
+
+    from airflow.models.variable import Variable
+
+    from airflow_octorpa.callbacks.token import token_key
+    from airflow_octorpa.triggers import report as report_trigger
+
+    monkeypatch.setattr(report_trigger, "MISSING_GRACE_SECONDS", 3.0)
+    # The triggerer reads through its Task SDK channel, which this test process has not: read the
+    # same metadata database directly, as the fallback for Airflow 3.0's dag.test() does.
+    monkeypatch.setattr("airflow_octorpa.version_compat.get_variable", lambda key: Variable.get(key, default_var=None))
+    callback = new_callback(route)
+    steps: list[str] = []
+
+    def during(elapsed: float) -> None:
+        if elapsed >= 2.0 and "registered" not in steps:  # the record shows up within the grace
+            Variable.set(report_variable(callback.key), registration("cb_grace", "manual", "trigger", -1))
+            steps.append("registered")
+        elif elapsed >= 6.0 and "reported" not in steps:  # past the grace from the first miss
+            assert requests.post(callback.url, json={"status": "succeeded"}, timeout=10).status_code == 200
+            steps.append("reported")
+
+    payload, took = _run_trigger_until(report_trigger.OctoRpaReportTrigger(callback.key, poll_interval=1), during)
+    assert payload["status"] == "succeeded" and took >= 6.0, (payload, took)
+
+    never = token_key(uuid.uuid4().hex)
+    payload, took = _run_trigger_until(report_trigger.OctoRpaReportTrigger(never, poll_interval=1), lambda _: None)
+    assert payload == {"status": "missing"} and 3.0 <= took < 8.0, (payload, took)

@@ -256,17 +256,10 @@ def test_a_run_reports_to_the_api_server_and_the_waiting_task_gets_its_outputs(s
     and the deferred sensor in the real triggerer hands the outputs on. The web component is
     restarted between the report and the wait's end: the report survives it."""
     from airflow_octorpa.emulator import WebhookSpec
-    from airflow_octorpa.emulator.config import AppSpec, CallbackSpec
 
     scaled_emulator.state.reset()
     scaled_emulator.state.put_webhook(
-        WebhookSpec(
-            id="callback-app",
-            app=AppSpec(name="回调", inputs={"订单号": "", "airflow_callback_url": ""}, flow_id="flow-cb"),
-            robot="robot-warehouse-01",
-            secret=ORDER_SECRET,
-            callback=CallbackSpec.from_dict({"after": 3, "outputs": {"waybill": "SF-42"}, "fault": "twice"}),
-        )
+        WebhookSpec.reporting_app("callback-app", ORDER_SECRET, after=3, outputs={"waybill": "SF-42"}, fault="twice")
     )
     cluster.wait_for_dags("octorpa_wait")
     cluster.trigger("octorpa_wait", "report", {})

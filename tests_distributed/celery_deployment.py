@@ -42,8 +42,12 @@ def components() -> list[Component]:
 
 
 @contextlib.contextmanager
-def celery_deployment(home: Path, dags: Path, connections: dict[str, dict[str, Any]]) -> Iterator[AirflowCluster]:
-    """Start PostgreSQL, Redis and the Airflow components; yield the running cluster."""
+def celery_deployment(
+    home: Path, dags: Path, connections: dict[str, dict[str, Any]], settings: dict[str, str] | None = None
+) -> Iterator[AirflowCluster]:
+    """Start PostgreSQL, Redis and the Airflow components; yield the running cluster.
+
+    ``settings``: more ``AIRFLOW__*`` variables, over this deployment's own."""
     if reason := ensure_installed(REQUIRED_PROGRAMS):
         raise RuntimeError(f"cannot start the distributed deployment: {reason}")
     with PostgresServer() as postgres, RedisServer() as redis:
@@ -69,6 +73,7 @@ def celery_deployment(home: Path, dags: Path, connections: dict[str, dict[str, A
                 "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
                 "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "60",
                 "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
+                **(settings or {}),
             },
         )
         cluster.prepare(connections)

@@ -22,6 +22,7 @@ from limits_check import SCALED_LIMITS, ideal_seconds, scaled_emulator, worst_wi
 # The emulator and the connection use the vendor's windows scaled down (limits_check.SCALED_LIMITS).
 WEBHOOK, SECRET = "order-processing", "demo-order-secret"
 MODES = ("worker", "deferred")
+CALLBACK_WEBHOOK = "callback-app"
 
 
 @pytest.fixture(scope="module", name="emulator")
@@ -39,7 +40,10 @@ def cluster(emulator):
         "password": SECRET,
         "extra": {"rate_limits": SCALED_LIMITS, "timeout": 2},
     }
-    with celery_deployment(home, HERE.parent / "tests" / "dags", {"octorpa_default": connection}) as cluster:
+    # Its apps report their end to the api-server ([api] base_url) when given a callback URL.
+    callbacks = {**connection, "host": emulator.webhook_url(CALLBACK_WEBHOOK)}
+    connections = {"octorpa_default": connection, "octorpa_callbacks": callbacks}
+    with celery_deployment(home, HERE.parent / "tests" / "dags", connections) as cluster:
         cluster.wait_for_dags(*(f"octorpa_burst_{mode}" for mode in MODES), timeout=300)
         yield cluster
 
@@ -178,3 +182,53 @@ def test_the_triggerer_restarted_during_deferred_holds(cluster, emulator):
     _assert_limits_and_once(result)
     assert result["refused"] == 0 and result["started"] == 20, result
     assert len(emulator.state.snapshot("calls")) == 20 >= calls_before  # no call repeated
+
+
+@pytest.mark.timeout(900)
+def test_runs_report_through_the_api_server_and_mapped_waits_survive_a_worker_and_the_triggerer(cluster, emulator):
+    """Celery: mapped trigger tasks start runs whose apps report to the api-server 45 s later; the
+    sensors wait deferred in the triggerer. A worker is killed and the triggerer restarted while
+    they wait: every wait still ends with its own run's outputs, none was started twice."""
+    from airflow_octorpa.emulator import WebhookSpec
+
+    n = 8
+    emulator.state.reset()
+    emulator.state.put_webhook(
+        WebhookSpec.reporting_app(CALLBACK_WEBHOOK, SECRET, after=45, outputs={"waybill": "SF-1"})
+    )
+    cluster.wait_for_dags("octorpa_wait_mapped", timeout=300)
+    cluster.trigger("octorpa_wait_mapped", "reports", {"n": n})
+    # Every run started and every sensor waiting in the triggerer, the reports still to come.
+    cluster.wait_for(
+        lambda: _states(cluster, "trigger") == {"success": n} and _states(cluster, "wait") == {"deferred": n},
+        300,
+        "all runs started and all sensors deferred",
+    )
+    assert not any(r.get("callback", {}).get("reports") for r in emulator.state.snapshot("runs"))
+    cluster.kill("worker-1")
+    cluster.kill("triggerer")
+    time.sleep(3)
+    cluster.start_component(component("triggerer"))
+    try:
+        assert cluster.wait_for_run("octorpa_wait_mapped", "reports", timeout=600) == "success", cluster.log_tail()
+    finally:
+        cluster.start_component(worker("worker-1"))
+    runs = emulator.state.snapshot("runs")
+    assert sorted(r["params"]["订单号"] for r in runs) == [f"reports-{i:03d}" for i in range(n)]  # each once
+    reports = [report for run in runs for report in run["callback"]["reports"]]
+    assert [report["status_code"] for report in reports] == [200] * n
+    # Each sensor returned its own run's report, and the outputs reached the task after them.
+    started = cluster.xcom_values("octorpa_wait_mapped", "reports", "trigger")
+    waited = cluster.xcom_values("octorpa_wait_mapped", "reports", "wait")
+    assert {i: v["flow_process_no"] for i, v in waited.items()} == {i: v["flow_process_no"] for i, v in started.items()}
+    assert all(v["status"] == "succeeded" and v["outputs"] == {"waybill": "SF-1"} for v in waited.values())
+    assert cluster.xcom_values("octorpa_wait_mapped", "reports", "collect") == {-1: ["SF-1"] * n}
+
+
+def _states(cluster, task_id: str) -> dict[str, int]:
+    rows = cluster._query(
+        "SELECT state, COUNT(*) FROM task_instance WHERE dag_id = 'octorpa_wait_mapped' AND run_id = 'reports' "
+        "AND task_id = ? GROUP BY state",
+        task_id,
+    )
+    return {state: count for state, count in rows}

@@ -11,7 +11,7 @@ webhook emulator behind the URL. Headless Chromium comes from Debian's ``chromiu
 Each test chooses the type, checks labels, hidden fields, placeholders and help text, saves a
 connection, reads it back through that version's Airflow, presses "Test" (no run may start;
 Airflow 3.0's UI has none, so there ``airflow connections test`` does), and saves a screenshot to
-``docs/``.
+``docs/pages/images/``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from test_compat import ensure_venv  # noqa: E402
 
 from airflow_octorpa.emulator import OctoRpaEmulator  # noqa: E402
 
-DOCS = REPO / "docs"
+DOCS = REPO / "docs" / "pages" / "images"
 CJK_FONT = "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"
 WEBHOOK = "order-processing"
 SECRET = "demo-order-secret"

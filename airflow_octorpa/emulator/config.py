@@ -87,6 +87,20 @@ class WebhookSpec:
     callback: CallbackSpec | None = None  # the app reports its end when given a callback URL
 
     @classmethod
+    def reporting_app(
+        cls, webhook_id: str, secret: str, robot: str = "robot-warehouse-01", name: str = "回调", **callback: Any
+    ) -> WebhookSpec:
+        """A webhook whose app takes an order number and reports its end (``callback``: a
+        :class:`CallbackSpec`'s fields), as an app built for a waiting task does."""
+        return cls(
+            id=webhook_id,
+            app=AppSpec(name=name, inputs={"订单号": "", "airflow_callback_url": ""}, flow_id=f"flow-{webhook_id}"),
+            robot=robot,
+            secret=secret,
+            callback=CallbackSpec.from_dict(callback),
+        )
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WebhookSpec:
         app = data.get("app") or {}
         callback = data.get("callback")

@@ -230,10 +230,16 @@ def callback_line(n: int, executor: str, report_after: float) -> str:
                 60 + 5 * n,
                 "the sensors to defer",
             )
-            reads_before, counted_from = _variable_reads(cluster), time.time()
-            waiting_at_start = _count(cluster, "wait", "deferred")
+            # Reads are counted while every sensor waits and no report has come yet: what waiting
+            # costs, apart from the reports' own writes and the clean-up when the DAG run ends.
+            waiting_at_once = _count(cluster, "wait", "deferred")
+            scans_before, counted_from = _variable_scans(cluster), time.time()
+            cluster.wait_for(lambda: _first_report(emulator) is not None, report_after + 60, "the first report")
+            scans_after, counted_to = _variable_scans(cluster, settle=0), time.time()
+            index_reads, table_scans = (after - before for after, before in zip(scans_after, scans_before, strict=True))
+            reads = index_reads + table_scans
+            counted = min(counted_to, _first_report(emulator) or counted_to) - counted_from
             state = cluster.wait_for_run(CALLBACK_DAG, "bench", timeout=report_after + 60 + 10 * n)
-            reads, counted_to = _variable_reads(cluster) - reads_before, time.time()
             ends = dict(
                 cluster._query(
                     "SELECT map_index, end_date FROM task_instance WHERE dag_id = ? AND run_id = 'bench' "
@@ -242,7 +248,6 @@ def callback_line(n: int, executor: str, report_after: float) -> str:
                 )
             )
             started = cluster.xcom_values(CALLBACK_DAG, "bench", "trigger")
-            wait_seconds = _waiting_seconds(cluster, counted_from)
         runs = {r["flow_process_no"]: r for r in emulator.state.snapshot("runs")}
     latencies = []
     for index, value in started.items():
@@ -252,12 +257,12 @@ def callback_line(n: int, executor: str, report_after: float) -> str:
             latencies.append(ends[index].timestamp() - accepted[0])
     latencies.sort()
     p95 = latencies[max(0, round(0.95 * len(latencies)) - 1)] if latencies else float("nan")
-    per_poll = reads / (wait_seconds / DEFAULT_POLL_INTERVAL) if wait_seconds else float("nan")
+    polls = waiting_at_once * counted / DEFAULT_POLL_INTERVAL  # the baseline: one read per task per poll
     return (
         f"callback: N={n} reported={len(latencies)} executor={executor} run={state} settings=default "
-        f"waiting-at-once={waiting_at_start} latency median={statistics.median(latencies):.1f}s p95={p95:.1f}s "
-        f"variable-reads={reads} ({reads / (counted_to - counted_from):.1f}/s) "
-        f"per-waiting-task-per-{DEFAULT_POLL_INTERVAL:g}s-poll={per_poll:.2f}"
+        f"latency median={statistics.median(latencies):.1f}s p95={p95:.1f}s; while {waiting_at_once} waited "
+        f"{counted:.0f}s: variable-reads={reads} ({reads / counted:.1f}/s, {table_scans} whole-table) "
+        f"per-waiting-task-per-{DEFAULT_POLL_INTERVAL:g}s-poll={reads / polls:.2f}"
     )
 
 
@@ -298,26 +303,13 @@ def _first_report(emulator: OctoRpaEmulator) -> float | None:
     return min(sent) if sent else None
 
 
-def _variable_reads(cluster: AirflowCluster) -> int:
-    """Scans of the ``variable`` table so far, as PostgreSQL counts them."""
-    time.sleep(1.5)  # PostgreSQL publishes a backend's counts within a second of its transaction
-    ((count,),) = cluster._query(
-        "SELECT COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'variable'"
+def _variable_scans(cluster: AirflowCluster, settle: float = 1.5) -> tuple[int, int]:
+    """Index reads and whole-table scans of the ``variable`` table so far, as PostgreSQL counts them."""
+    time.sleep(settle)  # PostgreSQL publishes a backend's counts within a second of its transaction
+    ((index_reads, table_scans),) = cluster._query(
+        "SELECT COALESCE(idx_scan, 0), COALESCE(seq_scan, 0) FROM pg_stat_user_tables WHERE relname = 'variable'"
     )
-    return int(count)
-
-
-def _waiting_seconds(cluster: AirflowCluster, since: float) -> float:
-    """The sensors' time spent deferred after ``since``: what one read per poll is counted against."""
-    rows = cluster._query(
-        "SELECT start_date, end_date FROM task_instance WHERE dag_id = ? AND run_id = 'bench' AND task_id = 'wait'",
-        CALLBACK_DAG,
-    )
-    total = 0.0
-    for _start, end in rows:
-        if end is not None:
-            total += max(0.0, end.timestamp() - since)
-    return total
+    return int(index_reads), int(table_scans)
 
 
 def faults_line(n: int = 200) -> str:
@@ -426,7 +418,7 @@ def main() -> int:
         for executor in args.executors.split(","):
             print(callback_line(args.callback_n, executor, args.report_after), flush=True)
     for executor in args.executors.split(","):
-        for mode in args.modes.split(","):
+        for mode in filter(None, args.modes.split(",")):
             for settings in args.settings.split(","):
                 print(rate_limit_line(args.n, mode, executor, settings=settings), flush=True)
             if executor == "local" and mode == "deferred" and args.other_clock:

@@ -75,7 +75,7 @@ def rate_limit_line(
             }
         }
         dag_id = f"octorpa_burst_{mode}"
-        with _deployment(executor, Path(home), connections, other_clock, SETTINGS[settings]) as cluster:
+        with _deployment(executor, Path(home), connections, SETTINGS[settings], other_clock) as cluster:
             cluster.wait_for_dags(dag_id, timeout=300)
             cluster.trigger(dag_id, "bench", {"n": n, "tag": mode})
             state = cluster.wait_for_run(dag_id, "bench", timeout=60 + 20 * n)
@@ -99,10 +99,16 @@ def rate_limit_line(
 
 @contextlib.contextmanager
 def _deployment(
-    executor: str, home: Path, connections: dict, other_clock: bool, settings: dict[str, str]
+    executor: str,
+    home: Path,
+    connections: dict,
+    settings: dict[str, str],
+    other_clock: bool = False,
+    postgres: bool = False,
 ) -> Iterator[AirflowCluster]:
-    """LocalExecutor and SQLite, or the CeleryExecutor on PostgreSQL and Redis (tests_distributed);
-    ``other_clock``: the LocalExecutor's triggerer runs on a monotonic clock of its own."""
+    """LocalExecutor and SQLite (``postgres``: PostgreSQL), or the CeleryExecutor on PostgreSQL and
+    Redis (tests_distributed); ``other_clock``: the LocalExecutor's triggerer runs on a monotonic
+    clock of its own."""
     if executor == "celery":
         from celery_deployment import celery_deployment
 
@@ -113,11 +119,17 @@ def _deployment(
     components = (
         [component(name, OTHER_CLOCK if name == "triggerer" else ()) for name in COMPONENTS] if other_clock else None
     )
-    cluster = AirflowCluster(home, REPO / "tests" / "dags", components=components, extra_env=settings)
-    cluster.prepare(connections)
-    with cluster:
-        cluster.start()
-        yield cluster
+    with contextlib.ExitStack() as stack:
+        database = {}
+        if postgres:
+            from services import PostgresServer
+
+            database = {"sql_alchemy_conn": stack.enter_context(PostgresServer()).url, "parallelism": 32}
+        cluster = AirflowCluster(home, REPO / "tests" / "dags", components=components, extra_env=settings, **database)
+        cluster.prepare(connections)
+        with cluster:
+            cluster.start()
+            yield cluster
 
 
 # What a task's log says at each step, for the breakdown of a round.
@@ -219,7 +231,10 @@ def callback_line(n: int, executor: str, report_after: float) -> str:
             "password": SECRET,
             "extra": {"rate_limits": CALLBACK_LIMITS},
         }
-        with _postgres_deployment(executor, Path(home), {"octorpa_callbacks": connection}) as cluster:
+        # On PostgreSQL, whose statistics count the reads, and Airflow's default settings.
+        with _deployment(
+            executor, Path(home), {"octorpa_callbacks": connection}, SETTINGS["default"], postgres=True
+        ) as cluster:
             cluster.wait_for_dags(CALLBACK_DAG, timeout=300)
             cluster.trigger(CALLBACK_DAG, "bench", {"n": n})
             cluster.wait_for(
@@ -264,28 +279,6 @@ def callback_line(n: int, executor: str, report_after: float) -> str:
         f"{counted:.0f}s: variable-reads={reads} ({reads / counted:.1f}/s, {table_scans} whole-table) "
         f"per-waiting-task-per-{DEFAULT_POLL_INTERVAL:g}s-poll={reads / polls:.2f}"
     )
-
-
-@contextlib.contextmanager
-def _postgres_deployment(executor: str, home: Path, connections: dict) -> Iterator[AirflowCluster]:
-    """Airflow's default settings, on PostgreSQL (its statistics count the reads)."""
-    defaults = SETTINGS["default"]
-    if executor == "celery":
-        from celery_deployment import celery_deployment
-
-        with celery_deployment(home, REPO / "tests" / "dags", connections, defaults) as cluster:
-            yield cluster
-        return
-    from services import PostgresServer
-
-    with PostgresServer() as postgres:
-        cluster = AirflowCluster(
-            home, REPO / "tests" / "dags", sql_alchemy_conn=postgres.url, parallelism=32, extra_env=defaults
-        )
-        cluster.prepare(connections)
-        with cluster:
-            cluster.start()
-            yield cluster
 
 
 def _count(cluster: AirflowCluster, task_id: str, state: str) -> int:

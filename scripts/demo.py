@@ -15,6 +15,7 @@ Stops everything it started, also when a step fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -77,16 +78,15 @@ ENV = _airflow_env()  # one JWT secret for every command of the demo
 
 
 def _run(title: str, command: list[str], stdout_file: Path | None = None) -> None:
-    """Run one command, its output kept in .demo/logs; stop the demo if it fails."""
+    """Run one command, its output (or only its errors, with ``stdout_file``) kept in .demo/logs;
+    stop the demo if it fails."""
     log_file = LOGS / f"{title.replace(' ', '-').replace('/', '-')}.log"
     print(f"==> {title}", flush=True)
-    with log_file.open("w", encoding="utf-8") as log, (stdout_file or log_file).open("a", encoding="utf-8") as out:
+    with contextlib.ExitStack() as files:
+        log = files.enter_context(log_file.open("w", encoding="utf-8"))
+        out = files.enter_context(stdout_file.open("w", encoding="utf-8")) if stdout_file else log
         done = subprocess.run(
-            command,
-            env=ENV,
-            stdout=out if stdout_file else log,
-            stderr=log if stdout_file else subprocess.STDOUT,
-            check=False,
+            command, env=ENV, stdout=out, stderr=log if stdout_file else subprocess.STDOUT, check=False
         )
     if done.returncode != 0:
         print(log_file.read_text(encoding="utf-8")[-4000:], file=sys.stderr)

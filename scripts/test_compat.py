@@ -164,8 +164,7 @@ def main() -> int:
     results = {}
     for version in args.versions:
         scheduler = run_suite(version, SCHEDULER_TESTS, pytest_args)
-        passed, failed, skipped = (a + b for a, b in zip(dag_tests[version], scheduler, strict=True))
-        results[version] = (passed, failed, skipped)
+        results[version] = tuple(a + b for a, b in zip(dag_tests[version], scheduler, strict=True))
     for version, (passed, failed, skipped) in results.items():
         print(f"compat: airflow={version} passed={passed} failed={failed}" + (f" skipped={skipped}" if skipped else ""))
     return 1 if any(failed for _, failed, _ in results.values()) else 0

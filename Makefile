@@ -57,3 +57,4 @@ clean:
 # Not part of `make test`: ratios against baselines measured in the same run (see benchmarks/).
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/rate_limit.py
+	$(BIN)/python benchmarks/run_end.py

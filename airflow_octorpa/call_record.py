@@ -10,7 +10,8 @@ killed in between leaves ``sending``, never nothing.
 Where it is kept: Airflow 3.3's task state store, scoped to the DAG run, task and map index and
 surviving retries and clearing alike. Before 3.3 there is none, so the record is an Airflow
 Variable keyed by DAG, run, task and map index (:class:`VariableRecords`, :func:`variable_key`);
-the provider's listener removes a run's Variables once the DAG run ends (:func:`forget_dag_run`).
+the provider's listener removes a run's Variables once the DAG run ends
+(:func:`airflow_octorpa.run_records.forget_dag_run`).
 
 A clear is a deliberate new trigger, so each record carries the task instance's *generation*: its
 ``max_tries`` as the scheduler set it, and its DAG run's ``clear_number``. Retries leave both alone;
@@ -103,9 +104,10 @@ class TaskStateRecords:
 class VariableRecords:
     """The record in an Airflow Variable, where no task state store exists (Airflow 2.11 to 3.2).
 
-    The Variable also names its DAG run, so that :func:`forget_dag_run` can find it when the run
-    ends. The Task SDK's ``Variable.set`` logs a failed write instead of raising, so every write is
-    read back: a record that did not land must stop the call before it is sent.
+    The Variable also names its DAG run, so that a sweep (:mod:`airflow_octorpa.run_records`) can
+    tell when its run has ended. The Task SDK's ``Variable.set`` logs a failed write instead of
+    raising, so every write is read back: a record that did not land must stop the call before it
+    is sent.
     """
 
     def __init__(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> None:
@@ -138,23 +140,7 @@ class VariableRecords:
         return Variable.get(key, None)
 
     def _probe(self) -> None:
-        from airflow.providers.common.compat.sdk import Variable
-
-        nonce = secrets.token_hex(16)
-        probe_key = self.key + _PROBE_SUFFIX
-        # The probe names its run too, so that the listener removes it with the run if it stays.
-        value = json.dumps({**self._run, "probe": nonce})
-        Variable.set(probe_key, value, description=_VARIABLE_DESCRIPTION)
-        answered = self._get(probe_key)
-        try:
-            Variable.delete(probe_key)
-        except Exception:  # noqa: BLE001 - a probe left behind is removed when its run ends
-            pass
-        if answered != value:
-            raise RecordUnreadableError(
-                f"the Airflow Variable {self.key!r} read as missing, and a probe Variable written beside it "
-                "did not read back, so the metadata database (or on Airflow 3 the API server) is not answering"
-            )
+        confirm_variables_answer(self.key + PROBE_SUFFIX, self._run, self.key)
 
     def write(self, value: dict[str, Any]) -> None:
         from airflow.providers.common.compat.sdk import Variable
@@ -169,7 +155,27 @@ class VariableRecords:
         Variable.delete(self.key)
 
 
-_PROBE_SUFFIX = ".probe"
+PROBE_SUFFIX = ".probe"
+
+
+def confirm_variables_answer(probe_key: str, names_run: dict[str, Any], about: str) -> None:
+    """Raise :class:`RecordUnreadableError` unless a probe Variable written now reads back: then a
+    read that found nothing (``about``) speaks for the record. The probe names its DAG run, so that
+    the run's clean-up removes it if it stays."""
+    from airflow.providers.common.compat.sdk import Variable
+
+    value = json.dumps({**names_run, "probe": secrets.token_hex(16)})
+    Variable.set(probe_key, value, description=_VARIABLE_DESCRIPTION)
+    answered = Variable.get(probe_key, None)
+    try:
+        Variable.delete(probe_key)
+    except Exception:  # noqa: BLE001 - a probe left behind is removed with its run
+        pass
+    if answered != value:
+        raise RecordUnreadableError(
+            f"the Airflow Variable {about!r} read as missing, and a probe Variable written beside it did not "
+            "read back, so the metadata database (or on Airflow 3 the API server) is not answering"
+        )
 
 
 class RecordUnreadableError(RuntimeError):
@@ -189,19 +195,12 @@ def variable_key(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
     character, so the run, task and map index are hashed; the DAG id (letters, digits, ``.-_``)
     is kept so that the Variables list shows whose records they are. The value names them all.
     """
-    digest = hashlib.sha256(json.dumps([dag_id, run_id, task_id, map_index]).encode()).hexdigest()[:32]
-    return f"{VARIABLE_PREFIX}{dag_id[:_MAX_DAG_ID_IN_KEY]}.{digest}"
+    return f"{VARIABLE_PREFIX}{dag_id[:_MAX_DAG_ID_IN_KEY]}.{ti_digest(dag_id, run_id, task_id, map_index)}"
 
 
-def forget_dag_run(dag_id: str, run_id: str, session: Any) -> int:
-    """Delete the Variables that hold the records of a DAG run's tasks (the run has ended).
-
-    Runs in the scheduler (or ``dag.test()``), with the metadata database's ``session``.
-    """
-    rows = [row for row, _ in _run_variables(dag_id, run_id, session)]
-    for row in rows:
-        session.delete(row)
-    return len(rows)
+def ti_digest(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    """A task instance's short digest, for Variable keys (no ``/``, which a run id may hold)."""
+    return hashlib.sha256(json.dumps([dag_id, run_id, task_id, map_index]).encode()).hexdigest()[:32]
 
 
 def started_calls_of_dag_run(dag_run: Any, session: Any) -> dict[tuple[str, int], dict[str, Any]]:
@@ -212,11 +211,13 @@ def started_calls_of_dag_run(dag_run: Any, session: Any) -> dict[tuple[str, int]
     """
     from sqlalchemy import select
 
+    from airflow_octorpa.run_records import call_records_of_run
+
     found: dict[tuple[str, int], dict[str, Any]] = {}
-    for _, stored in _run_variables(dag_run.dag_id, dag_run.run_id, session):
+    for task_id, map_index, stored in call_records_of_run(dag_run.dag_id, dag_run.run_id, session):
         record = _parse(stored.get("record"))
         if record is not None and record.state == STARTED and record.result:
-            found[(str(stored.get("task_id")), int(stored.get("map_index", -1)))] = asdict(record)
+            found[(task_id, map_index)] = asdict(record)
     try:
         from airflow.models.task_state_store import TaskStateStoreModel  # Airflow 3.3+
     except ImportError:
@@ -233,27 +234,6 @@ def started_calls_of_dag_run(dag_run: Any, session: Any) -> dict[tuple[str, int]
             continue
         if record is not None and record.state == STARTED and record.result:
             found[(row.task_id, row.map_index)] = asdict(record)
-    return found
-
-
-def _run_variables(dag_id: str, run_id: str, session: Any) -> list[tuple[Any, dict[str, Any]]]:
-    """The Variables that hold a DAG run's records (and probes), with their stored values."""
-    return run_variables(f"{VARIABLE_PREFIX}{dag_id[:_MAX_DAG_ID_IN_KEY]}.", dag_id, run_id, session)
-
-
-def run_variables(prefix: str, dag_id: str, run_id: str, session: Any) -> list[tuple[Any, dict[str, Any]]]:
-    """The Variables under ``prefix`` whose JSON value names the DAG run, with those values."""
-    from airflow.models.variable import Variable as VariableModel
-    from sqlalchemy import select
-
-    found = []
-    for row in session.scalars(select(VariableModel).where(VariableModel.key.startswith(prefix, autoescape=True))):
-        try:
-            stored = json.loads(row.val)
-        except (TypeError, ValueError):
-            continue
-        if isinstance(stored, dict) and stored.get("dag_id") == dag_id and stored.get("run_id") == run_id:
-            found.append((row, stored))
     return found
 
 

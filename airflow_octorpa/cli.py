@@ -132,6 +132,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     pool.add_argument("--conn-id", help="size and name the pool from this connection (default: 'octorpa', 5)")
     pool.set_defaults(run=_pool)
+
+    cleanup = commands.add_parser(
+        "cleanup",
+        help="remove the provider's records (Variables) whose DAG run is gone or ended long ago",
+        description="Remove the call records and run reports (Airflow Variables) that no DAG run's end "
+        "removed: those whose DAG run no longer exists, or ended at least --older-than seconds ago. "
+        "Records of running DAG runs are never touched. Needs the metadata database, as 'airflow db clean'.",
+    )
+    cleanup.add_argument(
+        "--older-than",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long after its DAG run ended a record is kept (default: [octorpa] record_retention, 86400)",
+    )
+    cleanup.set_defaults(run=_cleanup)
     return parser
 
 
@@ -602,6 +618,19 @@ def _pool(args: argparse.Namespace) -> int:
         config = _connection_config(args.conn_id)
         name, size, limits = config.pool, config.pool_size, config.rate_limits
     print(json.dumps(pool_file(name, size, limits), ensure_ascii=False, indent=2))
+    return EXIT_OK
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from airflow.utils.session import create_session
+
+    from airflow_octorpa.run_records import sweep
+
+    if args.older_than is not None and args.older_than < 0:
+        raise _UsageError("--older-than takes a number of seconds, 0 or more.")
+    with create_session() as session:
+        result = sweep(session, args.older_than)
+    print(f"octorpa cleanup: {result}.")
     return EXIT_OK
 
 

@@ -1,32 +1,101 @@
-"""Where run reports are kept: one Airflow Variable per call, in Airflow's metadata database.
+"""Where run reports are kept: Airflow Variables, one per trigger task instance.
 
 A trigger task that asks for a callback registers its call (``waiting``) before sending it, since
 an app can report within milliseconds. The route (api-server or webserver, which have the
-database) turns ``waiting`` into the report with a conditional update, so that of two
-api-servers receiving contradicting reports at once exactly one wins; it never creates a row.
-The waiting task and its trigger read the Variable through the Task SDK (Airflow 3's workers and
-triggerers have no database). A failed or timed-out wait removes it; the provider's listener
-removes the rest when their DAG run ends.
+database) turns ``waiting`` into the report with a conditional update and, in the same
+transaction, inserts the record's *end claim*. A wait that gives up writes the claim first and
+reads the record after: a report committed before that is used, and one arriving after it cannot
+insert the claim and is refused. So a report answered 200 is never thrown away, on any database,
+although the Task SDK offers no conditional write.
 
-The Variable's key holds only the SHA-256 of the token (:mod:`airflow_octorpa.callbacks.token`):
+Keys are found without a scan: the record of a task instance is ``octorpa_report.<digest>`` (the
+digest of DAG, run, task and map index), its claim ``octorpa_report.<digest>.end``. The callback
+token carries the digest, and the record keeps only the SHA-256 of the token's secret part:
 whoever may read Variables learns no URL, but whoever may edit them can forge a report.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 REPORT_PREFIX = "octorpa_report."
-WAITING, SUCCEEDED, FAILED = "waiting", "succeeded", "failed"
+CLAIM_SUFFIX = ".end"
+WAITING, SUCCEEDED, FAILED, EXPIRED = "waiting", "succeeded", "failed", "expired"
 MAX_REPORT_BYTES = 64 * 1024
 MAX_MESSAGE_CHARS = 1000
+# Every report the route accepts must survive a Variable, a trigger, an XCom and an asset event's
+# extra on SQLite, PostgreSQL (JSONB: no U+0000) and MySQL, whose serialisers recurse (~490 levels).
+MAX_DEPTH = 32
+MAX_VALUES = 2000  # keys, values and list items, all levels together
+MAX_KEY_CHARS = 256
+MAX_INTEGER = 2**63 - 1  # what a BIGINT and MySQL's JSON keep exactly
 _DESCRIPTION = (
-    "airflow-provider-octorpa: one RPA run's report, keyed by the SHA-256 of its callback token. Removed "
-    "when its DAG run ends; do not edit."
+    "airflow-provider-octorpa: one RPA run's report (or its end claim). Removed when its DAG run "
+    "ends, or by octorpa cleanup; do not edit."
 )
+_DIGEST = re.compile(r"^[0-9a-f]{32}$")
+_LEGACY_KEY = re.compile(r"^[0-9a-f]{64}$")  # 0.3: the record's key was the token's SHA-256
+
+
+def report_key_of(dag_id: str, run_id: str, task_id: str, map_index: int, token_sha256: str) -> ReportKey:
+    """Where a task instance's call keeps its report."""
+    from airflow_octorpa.call_record import ti_digest
+
+    return ReportKey(REPORT_PREFIX + ti_digest(dag_id, run_id, task_id, map_index), token_sha256)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ReportKey:
+    """Where one call's report is kept, and the SHA-256 of its token's secret (None: a 0.3 record,
+    whose key is that SHA-256)."""
+
+    variable: str
+    token_sha256: str | None = None
+
+    @property
+    def claim(self) -> str:
+        return self.variable + CLAIM_SUFFIX
+
+    def __str__(self) -> str:
+        """The form in the trigger task's XCom (``report_key``)."""
+        if self.token_sha256 is None:
+            return self.variable[len(REPORT_PREFIX) :]
+        return f"{self.variable[len(REPORT_PREFIX) :]}.{self.token_sha256}"
+
+    @classmethod
+    def parse(cls, text: str) -> ReportKey | None:
+        digest, _, sha = str(text).partition(".")
+        if _DIGEST.match(digest) and _LEGACY_KEY.match(sha):
+            return cls(REPORT_PREFIX + digest, sha)
+        if _LEGACY_KEY.match(text):
+            return cls(REPORT_PREFIX + text)
+        return None
+
+    @classmethod
+    def from_token(cls, token: str) -> ReportKey | None:
+        """The key a URL's token names: ``<digest><secret>`` (0.4), or a 0.3 token (its SHA-256)."""
+        if len(token) == 75 and _DIGEST.match(token[:32]):
+            return cls(REPORT_PREFIX + token[:32], _sha256(token[32:]))
+        if len(token) == 43:
+            return cls(REPORT_PREFIX + _sha256(token))
+        return None
+
+    def owns(self, stored: dict[str, Any]) -> bool:
+        """Whether the stored record is this call's (a later try of the task replaces it)."""
+        if self.token_sha256 is None:
+            return True
+        return hmac.compare_digest(str(stored.get("token_sha256", "")), self.token_sha256)
 
 
 @dataclass(frozen=True)
@@ -46,121 +115,203 @@ class RunReport:
         )
 
 
-def report_variable(key: str) -> str:
-    return REPORT_PREFIX + key
+# -- the report's shape -------------------------------------------------------------------------
+
+
+class ReportShapeError(ValueError):
+    """The report cannot be kept everywhere it goes; the message names the limit."""
+
+
+def check_text(value: str, what: str) -> None:
+    """No U+0000 (PostgreSQL's JSON refuses it) and no lone surrogate (not UTF-8)."""
+    if "\x00" in value:
+        raise ReportShapeError(f"{what} holds the character U+0000, which Airflow's database cannot store.")
+    if any("\ud800" <= char <= "\udfff" for char in value):
+        raise ReportShapeError(f"{what} holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text.")
+
+
+def check_outputs(outputs: dict[str, Any]) -> None:
+    """Refuse what a Variable, a trigger, an XCom or an asset event could not carry. Iterative: a
+    deep value must not exhaust the stack of the process that checks it."""
+    pending: list[tuple[Any, int, str]] = [(outputs, 1, "outputs")]
+    count = 0
+    while pending:
+        value, depth, where = pending.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ReportShapeError(f"outputs hold more than {MAX_VALUES} keys, values and items in all.")
+        if isinstance(value, (dict, list)) and depth > MAX_DEPTH:
+            raise ReportShapeError(f"outputs are nested more than {MAX_DEPTH} levels deep (at {where}).")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if len(key) > MAX_KEY_CHARS:
+                    raise ReportShapeError(f"the output name {key[:40]!r}... is over {MAX_KEY_CHARS} characters.")
+                check_text(key, f"the output name {key[:40]!r}")
+                count += 1
+                pending.append((item, depth + 1, f"{where}.{key[:40]}"))
+        elif isinstance(value, list):
+            pending.extend((item, depth + 1, f"{where}[{index}]") for index, item in enumerate(value))
+        elif isinstance(value, str):
+            check_text(value, f"the output {where}")
+        elif isinstance(value, bool) or value is None:
+            pass
+        elif isinstance(value, int):
+            if abs(value) > MAX_INTEGER:
+                raise ReportShapeError(f"the output {where} is an integer beyond 64 bits; send it as text.")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ReportShapeError(f"the output {where} is NaN or Infinity, which JSON cannot carry.")
 
 
 # -- the worker and the trigger (Task SDK) ------------------------------------------------------
 
 
-def registration(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
-    """The stored value of a call that awaits its report (it names its DAG run for the listener)."""
+def registration(dag_id: str, run_id: str, task_id: str, map_index: int, token_sha256: str | None = None) -> str:
+    """The stored value of a call that awaits its report (it names its DAG run for the clean-up)."""
     return json.dumps(
         {
             "dag_id": dag_id,
             "run_id": run_id,
             "task_id": task_id,
             "map_index": map_index,
+            "token_sha256": token_sha256,
             "status": WAITING,
             "registered_at": time.time(),
         }
     )
 
 
-def register(key: str, dag_id: str, run_id: str, task_id: str, map_index: int) -> None:
-    """Record that the call keyed ``key`` awaits its report; raises when it did not land."""
+def register(key: ReportKey, dag_id: str, run_id: str, task_id: str, map_index: int) -> None:
+    """Record that the call keyed ``key`` awaits its report; raises when it did not land. An earlier
+    call of the task instance (a try that started nothing, or a clear) gives up its record."""
     from airflow.providers.common.compat.sdk import Variable
 
-    value = registration(dag_id, run_id, task_id, map_index)
-    Variable.set(report_variable(key), value, description=_DESCRIPTION)
-    if Variable.get(report_variable(key), None) != value:  # the Task SDK logs a failed write instead of raising
-        raise RuntimeError(f"the Airflow Variable {report_variable(key)!r} could not be written")
+    if _get(key.claim) is not None:
+        Variable.delete(key.claim)
+        if _get(key.claim) is not None:  # a claim left in place would refuse this call's report
+            raise RuntimeError(f"the Airflow Variable {key.claim!r} could not be removed")
+    value = registration(dag_id, run_id, task_id, map_index, key.token_sha256)
+    Variable.set(key.variable, value, description=_DESCRIPTION)
+    if _get(key.variable) != value:  # the Task SDK logs a failed write instead of raising
+        raise RuntimeError(f"the Airflow Variable {key.variable!r} could not be written")
 
 
-def read(key: str) -> dict[str, Any] | None:
-    """The stored record of ``key`` (``status`` is ``waiting`` until a report lands), or None."""
-    from airflow_octorpa.version_compat import get_variable
+class RecordUnreadable(RuntimeError):
+    """The record exists, or may, but cannot be read as JSON (another Fernet key, a failed read)."""
 
-    text = get_variable(report_variable(key))
+
+def read(key: ReportKey) -> dict[str, Any] | None:
+    """The call's record (``status`` is ``waiting`` until a report lands), None when Airflow says
+    there is none (a failed read says so too on Airflow 3); raises :class:`RecordUnreadable`."""
+    text = _get(key.variable)
     if text is None:
         return None
     try:
         stored = json.loads(text)
-    except ValueError:
-        return None
-    return stored if isinstance(stored, dict) else None
+    except (TypeError, ValueError):
+        raise RecordUnreadable(f"the Airflow Variable {key.variable!r} does not hold JSON") from None
+    if not isinstance(stored, dict):
+        raise RecordUnreadable(f"the Airflow Variable {key.variable!r} does not hold a JSON object")
+    if not key.owns(stored):
+        # A later try of the trigger task registered a new call: this one's wait is over.
+        return {"status": EXPIRED, "replaced": True}
+    return stored
 
 
-def remove(key: str) -> None:
+def expire(key: ReportKey, dag_id: str, run_id: str) -> dict[str, Any] | None:
+    """End the wait: the report if one was committed first, else None (and none can land after)."""
     from airflow.providers.common.compat.sdk import Variable
 
-    Variable.delete(report_variable(key))
+    stored = read(key)
+    if stored is None or stored.get("status") != WAITING:
+        # Reported, already ended, replaced by a later call of the task, or gone: nothing to claim.
+        return stored if stored is not None and stored.get("status") in (SUCCEEDED, FAILED) else None
+    claim = json.dumps({"dag_id": dag_id, "run_id": run_id, "end": EXPIRED})
+    Variable.set(key.claim, claim, description=_DESCRIPTION)
+    if _get(key.claim) is None:
+        raise RuntimeError(f"the Airflow Variable {key.claim!r} could not be written")
+    stored = read(key)  # a report committed before the claim is used
+    if stored is not None and stored.get("status") in (SUCCEEDED, FAILED):
+        return stored
+    if stored is not None and stored.get("status") == WAITING:
+        Variable.set(key.variable, json.dumps({**stored, "status": EXPIRED}), description=_DESCRIPTION)
+    return None
+
+
+def _get(variable: str) -> str | None:
+    from airflow_octorpa.version_compat import get_variable
+
+    return get_variable(variable)
 
 
 # -- the route (metadata database) --------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Outcome:
+class RouteAnswer:
     """What the route answers: an HTTP status and a JSON body."""
 
     status: int
     body: dict[str, Any]
 
 
-def record_report(key: str, report: RunReport, session: Any) -> Outcome:
+NOT_FOUND = RouteAnswer(404, {"accepted": False, "error": "No call awaits a report with this token."})
+
+
+def record_report(key: ReportKey, report: RunReport, session: Any) -> RouteAnswer:
     """Store ``report`` for the call keyed ``key``: committed before the answer is chosen.
 
-    200 for the first report and an identical repeat, 409 for a contradiction (nothing changes),
-    404 for a key that names no call (no row is created).
+    200 for the first report and an identical repeat, 409 for a contradiction or a wait that has
+    ended (nothing changes), 404 for a token that names no call (no row is created).
     """
     from airflow.models.variable import Variable
-    from sqlalchemy import select, update
+    from sqlalchemy import insert, select, update
+    from sqlalchemy.exc import IntegrityError
 
     table = Variable.__table__
     for _ in range(3):  # a lost race is re-read once; a third round cannot be needed
-        row = session.execute(
-            select(table.c.val, table.c.is_encrypted).where(table.c.key == report_variable(key))
-        ).first()
+        row = session.execute(select(table.c.val, table.c.is_encrypted).where(table.c.key == key.variable)).first()
         if row is None:
-            return Outcome(404, {"accepted": False, "error": "No call awaits a report with this token."})
+            return NOT_FOUND
         stored = _decoded(row.val, row.is_encrypted)
         if stored is None:
-            return Outcome(409, {"accepted": False, "error": "This call's record cannot be read; nothing changed."})
-        if stored.get("status") != WAITING:
+            return RouteAnswer(409, {"accepted": False, "error": "This call's record cannot be read; nothing changed."})
+        if not key.owns(stored):
+            return NOT_FOUND
+        status = stored.get("status")
+        if status == EXPIRED:
+            return RouteAnswer(409, {"accepted": False, "error": "The wait for this run has ended; not accepted."})
+        if status != WAITING:
             if report.same_as(stored):
-                return Outcome(200, {"accepted": True})
-            return Outcome(409, {"accepted": False, "error": f"This run already reported {stored.get('status')!r}."})
+                return RouteAnswer(200, {"accepted": True})
+            return RouteAnswer(409, {"accepted": False, "error": f"This run already reported {status!r}."})
         new_value, encrypted = _encoded(
-            {
-                **stored,
-                "status": report.status,
-                "outputs": report.outputs,
-                "message": report.message,
-                "reported_at": time.time(),
-            }
+            {**stored, "status": report.status, "outputs": report.outputs, "message": report.message,
+             "reported_at": time.time()}
+        )  # fmt: skip
+        claim, claim_encrypted = _encoded(
+            {"dag_id": stored.get("dag_id"), "run_id": stored.get("run_id"), "end": "reported"}
         )
-        # Conditional on the value read: of two reports at once, exactly one changes the row.
+        # Conditional on the value read: of two reports at once, exactly one changes the row. The
+        # claim's insert fails once a wait has ended (see expire()).
         result = session.execute(
             update(table)
-            .where(table.c.key == report_variable(key), table.c.val == row.val)
+            .where(table.c.key == key.variable, table.c.val == row.val)
             .values(val=new_value, is_encrypted=encrypted)
         )
-        if result.rowcount == 1:
-            session.commit()
-            return Outcome(200, {"accepted": True})
-        session.rollback()
-    return Outcome(409, {"accepted": False, "error": "Another report changed this call at the same time."})
-
-
-def forget_dag_run_reports(dag_id: str, run_id: str, session: Any) -> int:
-    """Delete the reports of a DAG run's calls (the run has ended)."""
-    from airflow_octorpa.call_record import run_variables
-
-    rows = [row for row, _ in run_variables(REPORT_PREFIX, dag_id, run_id, session)]
-    for row in rows:
-        session.delete(row)
-    return len(rows)
+        if result.rowcount != 1:
+            session.rollback()
+            continue
+        try:
+            session.execute(
+                insert(table).values(key=key.claim, val=claim, is_encrypted=claim_encrypted, description=_DESCRIPTION)
+            )
+        except IntegrityError:
+            session.rollback()
+            return RouteAnswer(409, {"accepted": False, "error": "The wait for this run has ended; not accepted."})
+        session.commit()
+        return RouteAnswer(200, {"accepted": True})
+    return RouteAnswer(409, {"accepted": False, "error": "Another report changed this call at the same time."})
 
 
 def _decoded(raw: str | None, encrypted: bool) -> dict[str, Any] | None:

@@ -10,50 +10,64 @@ the credential, good for one call's report only, and no other Airflow route beco
   characters), for an app that can only open a web page.
 
 Answers: 200 ``{"accepted": true}`` for the first report and an identical repeat; 409 for a
-contradiction; 404 for a token that names no call; 400 for a malformed report; 413 for a body
+contradiction or a wait that has ended; 404 for a token that names no call; 400 for a malformed
+report or one beyond the shape limits (:mod:`airflow_octorpa.callbacks.reports`); 413 for a body
 over 64 KiB. Never a 5xx for bad input; the answer is sent after the report is committed.
+
+The token is blanked in the server's own record of the request (the ASGI scope, the WSGI environ)
+before the server's access log reads it, and is held in a value whose repr hides it.
 """
 
 # No "from __future__ import annotations": FastAPI reads the endpoint's annotations at definition,
 # and Request is imported inside fastapi_app().
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from airflow_octorpa.callbacks.reports import (
     FAILED,
     MAX_MESSAGE_CHARS,
     MAX_REPORT_BYTES,
+    NOT_FOUND,
     SUCCEEDED,
-    Outcome,
+    ReportKey,
+    ReportShapeError,
+    RouteAnswer,
     RunReport,
+    check_outputs,
+    check_text,
     record_report,
 )
-from airflow_octorpa.callbacks.token import CALLBACK_PATH, ROUTE_PREFIX, token_key
+from airflow_octorpa.callbacks.token import CALLBACK_PATH, ROUTE_PREFIX, HiddenToken
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
-_NOT_FOUND = Outcome(404, {"accepted": False, "error": "No call awaits a report with this token."})
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}([A-Za-z0-9_-]{32})?$")  # [digest (0.4)] + secrets.token_urlsafe(32)
+_BLANK = "***"
 
 
 class _Malformed(Exception):
     def __init__(self, status: int, error: str) -> None:
         super().__init__(error)
-        self.outcome = Outcome(status, {"accepted": False, "error": error})
+        self.answer = RouteAnswer(status, {"accepted": False, "error": error})
 
 
-def handle_report(token: str, method: str, query: Mapping[str, list[str]], body: bytes | None) -> Outcome:
+def handle_report(token: str, method: str, query: Mapping[str, list[str]], body: bytes | None) -> RouteAnswer:
     """The answer to one report (``body`` None: over the size limit)."""
-    if not _TOKEN.match(token):
-        return _NOT_FOUND
+    key = ReportKey.from_token(token) if _TOKEN.match(token) else None
+    if key is None:
+        return NOT_FOUND
     try:
         report = _from_post(body) if method == "POST" else _from_query(query)
     except _Malformed as malformed:
-        return malformed.outcome
+        return malformed.answer
     from airflow.utils.session import create_session
 
+    from airflow_octorpa.run_records import sweep_soon
+
     with create_session() as session:
-        return record_report(token_key(token), report, session)
+        answer = record_report(key, report, session)
+    sweep_soon()  # the api-server serves every report: records no listener removed go from here too
+    return answer
 
 
 def _from_post(body: bytes | None) -> RunReport:
@@ -94,9 +108,10 @@ def _report(status: Any, outputs: dict[str, Any], message: Any) -> RunReport:
     if not isinstance(message, str) or len(message) > MAX_MESSAGE_CHARS:
         raise _Malformed(400, f"message must be text of at most {MAX_MESSAGE_CHARS} characters.")
     try:
-        json.dumps(outputs, allow_nan=False)
-    except ValueError:
-        raise _Malformed(400, "outputs hold a value JSON cannot carry (NaN or Infinity).") from None
+        check_text(message, "message")
+        check_outputs(outputs)
+    except ReportShapeError as err:
+        raise _Malformed(400, f"{err} Nothing was stored; see the report's limits in the provider's docs.") from None
     return RunReport(status, outputs, message)
 
 
@@ -109,17 +124,27 @@ def fastapi_app() -> Any:
     app = FastAPI(title="Octopus RPA run reports", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.api_route(CALLBACK_PATH + "{token}", methods=["GET", "POST"])
-    async def callback(token: str, request: Request) -> JSONResponse:
+    async def callback(request: Request) -> JSONResponse:  # the token is read below, never a plain local
+        token = HiddenToken(request.path_params["token"])
+        _blank_in_scope(request.scope, token)
         body: bytes | None = b""
         if request.method == "POST":
             body = await _capped_body(request)
         query: dict[str, list[str]] = {}
         for name, value in request.query_params.multi_items():
             query.setdefault(name, []).append(value)
-        outcome = await run_in_threadpool(handle_report, token, request.method, query, body)
-        return JSONResponse(outcome.body, status_code=outcome.status)
+        answer = await run_in_threadpool(handle_report, token, request.method, query, body)
+        return JSONResponse(answer.body, status_code=answer.status)
 
     return app
+
+
+def _blank_in_scope(scope: MutableMapping[str, Any], token: str) -> None:
+    """Uvicorn's and Airflow 3.3's access logs read the path from this same scope afterwards."""
+    scope["path"] = scope["path"].replace(token, _BLANK)
+    if isinstance(scope.get("raw_path"), bytes):
+        scope["raw_path"] = scope["raw_path"].replace(token.encode(), _BLANK.encode())
+    scope.get("path_params", {}).pop("token", None)
 
 
 async def _capped_body(request: Any) -> bytes | None:
@@ -143,6 +168,11 @@ def flask_blueprint() -> Any:
 
     @blueprint.route(CALLBACK_PATH + "<token>", methods=["GET", "POST"])
     def callback(token: str) -> Any:
+        token = HiddenToken(token)
+        (request.view_args or {}).pop("token", None)
+        for name in ("PATH_INFO", "RAW_URI", "REQUEST_URI"):  # what gunicorn's access log reads afterwards
+            if isinstance(request.environ.get(name), str):
+                request.environ[name] = request.environ[name].replace(token, _BLANK)
         body: bytes | None = b""
         if request.method == "POST":
             length = request.content_length
@@ -152,15 +182,18 @@ def flask_blueprint() -> Any:
             if body is not None and len(body) > MAX_REPORT_BYTES:
                 body = None
         query = {name: request.args.getlist(name) for name in request.args}
-        outcome = handle_report(token, request.method, query, body)
-        response = jsonify(outcome.body)
-        response.status_code = outcome.status
+        answer = handle_report(token, request.method, query, body)
+        response = jsonify(answer.body)
+        response.status_code = answer.status
         return response
 
-    try:  # a robot cannot send Airflow's CSRF token
-        from airflow.www.app import csrf
-
-        csrf.exempt(blueprint)
-    except Exception:  # noqa: BLE001 - no CSRF protection to exempt from here
-        pass
+    blueprint.record_once(_exempt_from_csrf)
     return blueprint
+
+
+def _exempt_from_csrf(state: Any) -> None:
+    """A robot cannot send Airflow's CSRF token. Only the webserver's app, which registers the
+    blueprint, has Flask-WTF's CSRF protection (in ``app.extensions``): nothing else imports it."""
+    csrf = state.app.extensions.get("csrf")
+    if csrf is not None:
+        csrf.exempt(state.blueprint)

@@ -1,9 +1,10 @@
 """The callback token and the URL a run reports to.
 
-A token is 256 random bits, made for one call. Only its SHA-256 is ever stored (the report's key);
-the URL itself goes only into the call's params, which the provider never logs, renders, pushes to
-XCom, keeps in a Variable or sends to OpenLineage. An HMAC under an Airflow key would need no
-storage, but on Airflow 3 an unset key is random per process, so every report would be lost.
+A token is the trigger task instance's digest (which record to look at) and 256 random bits made
+for one call. Only the random part's SHA-256 is ever stored; the URL itself goes only into the
+call's params, which the provider never logs, renders, pushes to XCom, keeps in a Variable or sends
+to OpenLineage. An HMAC under an Airflow key would need no storage, but on Airflow 3 an unset key
+is random per process, so every report would be lost.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from airflow_octorpa.callbacks.reports import REPORT_PREFIX, ReportKey, report_key_of
 from airflow_octorpa.exceptions import OctoRpaConfigurationError
 
 ROUTE_PREFIX = "/octorpa"
@@ -21,26 +23,35 @@ CALLBACK_PATH = "/v1/callbacks/"  # under ROUTE_PREFIX
 DEFAULT_CALLBACK_PARAM = "airflow_callback_url"
 
 
+class HiddenToken(str):
+    """A token whose repr hides it: error reports that capture locals (Sentry's default) show no URL."""
+
+    def __repr__(self) -> str:
+        return "'<callback token>'"
+
+
+class HiddenUrl(str):
+    """The callback URL, as it goes into the call's params: its repr hides it too."""
+
+    def __repr__(self) -> str:
+        return "'<callback URL>'"
+
+
 @dataclass(frozen=True)
 class CallbackToken:
-    """A token and where a run reports with it."""
+    """A token, where a run reports with it, and the key its report is kept under."""
 
-    token: str
-    url: str
-
-    @property
-    def key(self) -> str:
-        return token_key(self.token)
+    token: str = field(repr=False)
+    url: str = field(repr=False)
+    key: ReportKey
 
 
-def token_key(token: str) -> str:
-    """What is stored for a token: its SHA-256, in hex."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def new_callback(base_url: str) -> CallbackToken:
-    token = secrets.token_urlsafe(32)  # 256 bits
-    return CallbackToken(token, f"{base_url.rstrip('/')}{ROUTE_PREFIX}{CALLBACK_PATH}{token}")
+def new_callback(base_url: str, dag_id: str, run_id: str, task_id: str, map_index: int) -> CallbackToken:
+    """A new token for a call of this task instance (its earlier calls' tokens stop working)."""
+    secret = secrets.token_urlsafe(32)  # 256 bits
+    key = report_key_of(dag_id, run_id, task_id, map_index, hashlib.sha256(secret.encode()).hexdigest())
+    token = HiddenToken(key.variable[len(REPORT_PREFIX) :] + secret)
+    return CallbackToken(token, HiddenUrl(f"{base_url.rstrip('/')}{ROUTE_PREFIX}{CALLBACK_PATH}{token}"), key)
 
 
 def callback_base_url() -> str:

@@ -355,7 +355,7 @@ class EmulatorState:
         import requests
 
         if spec.fault == "forged":
-            url = url.rsplit("/", 1)[0] + "/" + "F" * 43
+            url = url[:-43] + "F" * 43  # the right record, the wrong secret
         reports = [(spec.status, spec.outputs, spec.message)]
         if spec.fault == "twice":
             reports.append(reports[0])

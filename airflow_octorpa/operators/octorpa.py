@@ -117,7 +117,7 @@ class OctoRpaTriggerOperator(BaseOperator):
         """Map the operator (``.partial(...).expand(app_params=...)``), in the ``octorpa`` pool unless
         the task or its ``default_args`` (the task's, its task group's, its DAG's) name a pool."""
         # BaseOperator.partial fills only BaseOperator's defaults, and "pool" is not among them.
-        if "pool" not in kwargs and _default_args_pool(kwargs) is None:
+        if "pool" not in kwargs and default_args_pool(kwargs) is None:
             kwargs["pool"] = DEFAULT_POOL
         return super().partial(**kwargs)
 
@@ -134,7 +134,7 @@ class OctoRpaTriggerOperator(BaseOperator):
         config = self.hook.config
         self._warn_outside_pool(config.pool)
         self._warn_unsigned(config)
-        callback = self._new_callback(app_params) if self.callback else None  # no base URL: nothing sent
+        callback = self._new_callback(app_params, context) if self.callback else None  # no base URL: nothing sent
         if callback is not None:
             app_params = {**app_params, self.callback_param: callback.url}
         call = self.hook.prepare(app_params, bot_id=self.bot_id or None)  # bad input: nothing sent
@@ -305,10 +305,19 @@ class OctoRpaTriggerOperator(BaseOperator):
             )
         self._hold_deferred = True
 
-    def _new_callback(self, app_params: dict[str, Any]) -> CallbackToken:
+    def _new_callback(self, app_params: dict[str, Any], context: Context) -> CallbackToken:
         """A token and URL for this call's report; refuses (nothing sent) what could not work."""
+        from airflow.providers.common.compat.sdk import mask_secret
+
         from airflow_octorpa.callbacks.token import callback_base_url, is_loopback_url, new_callback
 
+        if conf.getboolean("core", "multi_team", fallback=False):
+            # A team's task writes team Variables, which the triggerer's in-process API (no team) cannot read.
+            raise OctoRpaConfigurationError(
+                "callback=True is not supported with Airflow's multi-team mode ([core] multi_team) yet: a deferred "
+                "wait could not read the run's report. Use callback=False, or run this DAG without multi-team. "
+                "Nothing was sent."
+            )
         if self.callback_param in app_params:
             raise OctoRpaConfigurationError(
                 f"app_params already has {self.callback_param!r}, the input variable that receives the callback "
@@ -321,7 +330,15 @@ class OctoRpaTriggerOperator(BaseOperator):
                 "[octorpa] callback_base_url to the address robots reach Airflow at.",
                 base,
             )
-        return new_callback(base)
+        ti = context.get("ti")
+        if ti is None:
+            raise OctoRpaConfigurationError(
+                "callback=True needs an Airflow task instance to keep the run's report for: run the operator "
+                "in a DAG (dag.test(), airflow dags test or a scheduler). Nothing was sent."
+            )
+        callback = new_callback(base, ti.dag_id, ti.run_id, ti.task_id, _map_index(ti))
+        mask_secret(callback.url)
+        return callback
 
     def _register_report(self, callback: CallbackToken, context: Context) -> str:
         """Record that this call awaits a report, before it is sent: an app can report at once."""
@@ -330,14 +347,14 @@ class OctoRpaTriggerOperator(BaseOperator):
 
         ti = context.get("ti")
         try:
-            register(callback.key, ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))  # type: ignore[union-attr]
+            register(callback.key, ti.dag_id, ti.run_id, ti.task_id, _map_index(ti))  # type: ignore[union-attr]
         except Exception as err:
             raise OctoRpaCallRecordError(
                 f"Could not register the call's callback before sending it ({type(err).__name__}), so it was not "
                 "sent. Check that Airflow's metadata database (and on Airflow 3 the API server) is reachable; the "
                 "task's retries send it once it is."
             ) from err
-        return callback.key
+        return str(callback.key)
 
     def _warn_outside_pool(self, account_pool: str) -> None:
         if self.pool != account_pool:
@@ -519,12 +536,17 @@ class OctoRpaTriggerOperator(BaseOperator):
             raise timeout
 
 
+def _map_index(ti: Any) -> int:
+    map_index = getattr(ti, "map_index", -1)
+    return map_index if isinstance(map_index, int) else -1
+
+
 def _failure(state: Any) -> BaseException | None:
     """The exception of a tenacity attempt, if it failed."""
     return state.outcome.exception() if state.outcome is not None else None
 
 
-def _default_args_pool(partial_kwargs: Mapping[str, Any]) -> str | None:
+def default_args_pool(partial_kwargs: Mapping[str, Any]) -> str | None:
     """The pool that ``default_args`` give a mapped task: its own, its task group's, its DAG's."""
     from airflow_octorpa.version_compat import current_dag_and_group
 

@@ -1,10 +1,10 @@
-"""The provider's Airflow plugin: removes a DAG run's call records (Variables) once the run ends,
+"""The provider's Airflow plugin: removes a DAG run's records (Variables: call records, run
+reports) once the run ends, sweeps what earlier ends left (:mod:`airflow_octorpa.run_records`),
 and publishes which pools count deferred tasks for Airflow 3's workers (:mod:`airflow_octorpa.pool_facts`).
 
-Where Airflow has no task state store (before 3.3) each trigger task keeps its call record in a
-Variable (see :mod:`airflow_octorpa.call_record`). Once its DAG run has ended no try of its tasks
-can follow (a clear is a new trigger, with a new generation), so the records can go. The listener
-runs in the scheduler, inside the transaction that ends the run.
+Once a DAG run has ended no try of its tasks can follow (a clear is a new trigger, with a new
+generation), so its records can go. The listener runs in the scheduler, inside the transaction
+that ends the run, under a savepoint: a failure of its own never aborts the scheduler's work.
 """
 
 from __future__ import annotations
@@ -31,20 +31,27 @@ def _in_the_runs_session(dag_run: Any, work: Callable[[Any], None], what: str) -
 
             with create_session() as own_session:
                 work(own_session)
+        elif session.get_bind().dialect.name == "sqlite":
+            work(session)  # SQLite undoes a failed statement alone; pysqlite's savepoints are unreliable
         else:
-            work(session)
+            with session.begin_nested():  # on PostgreSQL a failed statement would abort the whole transaction
+                work(session)
     except Exception:  # Airflow 2 does not catch a listener's error: it would stop the scheduler's loop
         log.warning("Could not %s for %s.", what, dag_run, exc_info=True)
 
 
 def _forget(dag_run: Any) -> None:
-    from airflow_octorpa.call_record import forget_dag_run
+    from airflow_octorpa.run_records import forget_dag_run, sweep_soon
 
     def forget(session: Any) -> None:
         if forgotten := forget_dag_run(dag_run.dag_id, dag_run.run_id, session):
-            log.info("Removed %d Octopus RPA call record(s) of %s, which has ended.", forgotten, dag_run)
+            log.info("Removed %d Octopus RPA record(s) of %s, which has ended.", forgotten, dag_run)
 
-    _in_the_runs_session(dag_run, forget, "remove the Octopus RPA call records")
+    _in_the_runs_session(dag_run, forget, "remove the Octopus RPA records")
+    try:
+        sweep_soon()
+    except Exception:  # noqa: BLE001 - a sweep is a background chore; the next run's end tries again
+        log.warning("Could not start the Octopus RPA records sweep.", exc_info=True)
 
 
 def _publish_pools(dag_run: Any) -> None:
@@ -102,7 +109,6 @@ def on_dag_run_running(dag_run: Any, msg: str) -> None:
 @hookimpl
 def on_dag_run_success(dag_run: Any, msg: str) -> None:
     _forget(dag_run)
-    _forget_reports(dag_run)
     _publish_pools(dag_run)
 
 
@@ -110,18 +116,7 @@ def on_dag_run_success(dag_run: Any, msg: str) -> None:
 def on_dag_run_failed(dag_run: Any, msg: str) -> None:
     _note_started_runs(dag_run)
     _forget(dag_run)
-    _forget_reports(dag_run)
     _publish_pools(dag_run)
-
-
-def _forget_reports(dag_run: Any) -> None:
-    from airflow_octorpa.callbacks.reports import forget_dag_run_reports
-
-    def forget(session: Any) -> None:
-        if forgotten := forget_dag_run_reports(dag_run.dag_id, dag_run.run_id, session):
-            log.info("Removed %d Octopus RPA run report(s) of %s, which has ended.", forgotten, dag_run)
-
-    _in_the_runs_session(dag_run, forget, "remove the Octopus RPA run reports")
 
 
 def _route() -> dict[str, Any]:

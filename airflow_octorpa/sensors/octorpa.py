@@ -10,13 +10,15 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
+    AirflowException,
     AirflowFailException,
     AirflowSensorTimeout,
+    AirflowSkipException,
     BaseSensorOperator,
     PokeReturnValue,
 )
 
-from airflow_octorpa.callbacks.reports import FAILED, SUCCEEDED, WAITING
+from airflow_octorpa.callbacks.reports import EXPIRED, FAILED, SUCCEEDED, WAITING, RecordUnreadable, ReportKey
 from airflow_octorpa.rate_limit import DEFAULT_POOL
 from airflow_octorpa.triggers.report import DEFAULT_POLL_INTERVAL
 
@@ -24,6 +26,13 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
 _GENERAL_POOL = "default_pool"
+# Each poke in reschedule mode starts a worker process and writes a TaskReschedule row: Airflow's
+# own sensors poke every 60 s.
+DEFAULT_RESCHEDULE_INTERVAL = 60.0
+
+
+class OctoRpaReportUnreadableError(AirflowException):
+    """Whether the run's report is there could not be told; the task's retries read it again."""
 
 
 class OctoRpaRunSensor(BaseSensorOperator):
@@ -32,19 +41,16 @@ class OctoRpaRunSensor(BaseSensorOperator):
 
     Returns (XCom) ``{"flow_process_no", "status", "outputs", "message", "reported_at"}`` when the
     app reports ``succeeded``; its outlets' asset events carry the same in their ``extra``. A
-    ``failed`` report fails the task at once, with the app's message (retries cannot change a
-    reported failure). No report within ``timeout`` fails it naming the ``flowProcessNo`` to look up
-    in the Octopus RPA console. A report that arrived before the wait began is found at once.
-
-    It never runs in the rate-limit pool (a run may last hours): its pool is ``default_pool`` unless
-    you name another.
+    ``failed`` report fails the task at once, with the app's message; no report within ``timeout``
+    fails it naming the ``flowProcessNo``. With ``soft_fail=True`` both skip it instead, however
+    the report was found. A wait never holds a slot of the rate-limit pool (see the docs).
 
     :param run: The trigger task's XCom (``trigger.output``; templated): the started run and its
         ``report_key``. For mapped trigger tasks, map the sensor over ``trigger.output`` too.
     :param deferrable: Wait in the triggerer (default True: a waiting task holds no worker);
         otherwise ``mode="reschedule"`` frees the worker between pokes.
-    :param poll_interval: Seconds between reads of the report (default 5, as Airflow's own waiting
-        triggers).
+    :param poll_interval: Seconds between reads of the report: default 5 deferred (one Variable read
+        in the triggerer), 60 in reschedule mode (a worker start and a TaskReschedule row each).
     """
 
     template_fields: Sequence[str] = ("run",)
@@ -55,107 +61,193 @@ class OctoRpaRunSensor(BaseSensorOperator):
         *,
         run: Any,
         deferrable: bool = True,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        poll_interval: float | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("pool") in (None, DEFAULT_POOL):
             kwargs["pool"] = _GENERAL_POOL  # a wait holds no rate-limit slot, whatever default_args say
         if not deferrable:
             kwargs.setdefault("mode", "reschedule")
+        if poll_interval is None:
+            poll_interval = DEFAULT_POLL_INTERVAL if deferrable else DEFAULT_RESCHEDULE_INTERVAL
         kwargs.setdefault("poke_interval", poll_interval)
         super().__init__(**kwargs)
         self.run = run
         self.deferrable = deferrable
         self.poll_interval = poll_interval
 
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """Map the sensor: the scheduler takes a mapped task's pool from here (``__init__`` runs only on
+        the worker), so a pool named by ``default_args`` (the task's, its group's, its DAG's) as the
+        rate-limit pool is replaced here too."""
+        from airflow_octorpa.operators.octorpa import default_args_pool
+
+        if (kwargs.get("pool") or default_args_pool(kwargs)) in (None, DEFAULT_POOL):
+            kwargs["pool"] = _GENERAL_POOL
+        return super().partial(**kwargs)
+
     def execute(self, context: Context) -> Any:
         key, flow = self._key_and_flow()
         if not self.deferrable:
             try:
                 return super().execute(context)
-            except AirflowSensorTimeout:
-                self._forget(key)
-                raise AirflowSensorTimeout(self._timeout_message(flow)) from None
-        from airflow_octorpa.callbacks.reports import read
-
-        stored = read(key)  # a report may already be there
+            except (AirflowSensorTimeout, AirflowSkipException) as err:
+                if not (isinstance(err, AirflowSensorTimeout) or isinstance(err.__cause__, AirflowSensorTimeout)):
+                    raise
+                return self._on_timeout(key, flow, context)
+        stored = self._read(key)  # a report may already be there
         if stored is not None and stored.get("status") != WAITING:
-            return self._finish(stored, flow, key, context)
+            return self._finish(stored, flow, context)
         from airflow_octorpa.triggers.report import OctoRpaReportTrigger
 
         timeout_at = time.time() + float(self.timeout) if self.timeout is not None else None
         self.log.info("Waiting for Octopus RPA run flowProcessNo=%s to report its end (deferred).", flow)
         self.defer(
-            trigger=OctoRpaReportTrigger(key, timeout_at=timeout_at, poll_interval=self.poll_interval),
+            trigger=OctoRpaReportTrigger(str(key), timeout_at=timeout_at, poll_interval=self.poll_interval),
             method_name="execute_complete",
             # Airflow's own deadline only as a backstop: the trigger's timeout says more.
             timeout=datetime.timedelta(seconds=float(self.timeout) + 60) if self.timeout is not None else None,
         )
 
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Airflow's own defer timeout (the backstop) ends the wait as the trigger's timeout does: a
+        report that landed first is used, and the wait is not retried with a fresh timeout."""
+        if next_method == "__fail__" and "timeout" in str((next_kwargs or {}).get("error", "")).lower():
+            next_method, next_kwargs = "execute_complete", {"event": {"status": "timeout"}}
+        return super().resume_execution(next_method, next_kwargs, context)
+
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         key, flow = self._key_and_flow()
         status = (event or {}).get("status")
         if status == "timeout":
-            self._forget(key)
-            raise AirflowSensorTimeout(self._timeout_message(flow))
-        if status == "missing":
-            raise self._missing(flow)
-        return self._finish((event or {}).get("report") or {}, flow, key, context)
+            return self._on_timeout(key, flow, context)
+        stored = self._read(key, confirm=context)  # the event names the outcome only: read the report
+        if stored is None:
+            raise self._ending(self._missing(flow))
+        if stored.get("status") == WAITING:
+            # The triggerer could not find or read a record that this worker reads: not gone.
+            raise self._ending(
+                AirflowFailException(
+                    f"The triggerer could not read the report record of Octopus RPA run flowProcessNo={flow} "
+                    f"({status}), while this worker can: check that every Airflow component has the same "
+                    "[core] fernet_key and reaches the metadata database (Airflow 3: the API server). The run may "
+                    "still report: clear this wait task once fixed, not the trigger task (that starts the app again)."
+                )
+            )
+        return self._finish(stored, flow, context)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
-        from airflow_octorpa.callbacks.reports import read
-
         key, flow = self._key_and_flow()
-        stored = read(key)
+        try:
+            stored = self._read(key)
+        except OctoRpaReportUnreadableError as err:
+            self.log.warning("%s; poking again.", err)
+            return False
         if stored is None:
             # Airflow answers "not found" for a read that failed too: poke again; the timeout ends it.
             self.log.warning("The report record of flowProcessNo=%s cannot be read now; poking again.", flow)
             return False
         if stored.get("status") == WAITING:
             return False
-        return PokeReturnValue(True, self._finish(stored, flow, key, context))
+        return PokeReturnValue(True, self._finish(stored, flow, context))
 
-    def _finish(self, stored: dict[str, Any], flow: str, key: str, context: Context) -> dict[str, Any]:
+    def _on_timeout(self, key: ReportKey, flow: str, context: Context) -> Any:
+        """End a timed-out wait; a report committed before its end is used (the app was told 200)."""
+        from airflow_octorpa.callbacks.reports import expire
+
+        ti = context.get("ti")
+        try:
+            stored = expire(key, getattr(ti, "dag_id", ""), getattr(ti, "run_id", ""))
+        except Exception as err:  # noqa: BLE001 - cannot end it cleanly: it still times out
+            self.log.warning("Could not mark the run's report record as expired (%s).", type(err).__name__)
+            stored = None
+        if stored is not None:
+            self.log.info("The report of flowProcessNo=%s landed as the wait timed out; using it.", flow)
+            return self._finish(stored, flow, context)
+        raise self._ending(AirflowSensorTimeout(self._timeout_message(flow)))
+
+    def _read(self, key: ReportKey, confirm: Context | None = None) -> dict[str, Any] | None:
+        """The record; with ``confirm`` (the context), a None is checked to mean "gone" (Airflow says
+        "not found" for a failed read too); raises :class:`OctoRpaReportUnreadableError` when it cannot tell."""
+        from airflow_octorpa.call_record import confirm_variables_answer
+        from airflow_octorpa.callbacks.reports import read
+
+        try:
+            stored = read(key)
+            if stored is None and confirm is not None:
+                ti = confirm.get("ti")
+                names_run = {"dag_id": getattr(ti, "dag_id", None), "run_id": getattr(ti, "run_id", None)}
+                confirm_variables_answer(key.variable + ".probe", names_run, key.variable)
+                stored = read(key)
+        except (RecordUnreadable, RuntimeError) as err:
+            raise OctoRpaReportUnreadableError(
+                f"The run's report record cannot be read ({err}). Check that every Airflow component has the "
+                "same [core] fernet_key and reaches the metadata database (Airflow 3: the API server); the "
+                "task's retries read it again. The run may still report: do not clear the trigger task."
+            ) from err
+        return stored
+
+    def _finish(self, stored: dict[str, Any], flow: str, context: Context) -> dict[str, Any]:
         status = stored.get("status")
         message = stored.get("message") or ""
         if status == FAILED:
-            self._forget(key)
-            raise AirflowFailException(
-                f"Octopus RPA run flowProcessNo={flow} reported that it failed: {message or '(no message)'}. "
-                "Look the run up in the Octopus RPA console; clearing the trigger task starts the app again."
+            raise self._ending(
+                AirflowFailException(
+                    f"Octopus RPA run flowProcessNo={flow} reported that it failed: {message or '(no message)'}. "
+                    "Look the run up in the Octopus RPA console; clearing the trigger task starts the app again."
+                )
+            )
+        if status == EXPIRED:
+            raise self._ending(
+                AirflowFailException(
+                    f"The wait for Octopus RPA run flowProcessNo={flow} has already ended (an earlier try timed out, "
+                    "or a later try of the trigger task started another call); its report is no longer accepted. "
+                    "Look the run up in the Octopus RPA console before clearing the trigger task, which starts "
+                    "the app again."
+                )
             )
         if status != SUCCEEDED:
             raise AirflowFailException(
                 f"Octopus RPA run flowProcessNo={flow} has an unreadable report ({status!r:.40})."
             )
+        outputs = stored.get("outputs") or {}
         result = {
             "flow_process_no": flow,
             "status": status,
-            "outputs": stored.get("outputs") or {},
+            "outputs": outputs,
             "message": message,
             "reported_at": stored.get("reported_at"),
         }
-        self.log.info("Octopus RPA run flowProcessNo=%s succeeded (%d output(s)).", flow, len(result["outputs"]))
+        self.log.info("Octopus RPA run flowProcessNo=%s succeeded (%d output(s)).", flow, len(outputs))
         outlet_events = context.get("outlet_events")
         for outlet in getattr(self, "outlets", None) or []:
             if outlet_events is not None:
                 outlet_events[outlet].extra.update(result)
         return result
 
-    def _key_and_flow(self) -> tuple[str, str]:
+    def _ending(self, error: AirflowException) -> AirflowException:
+        """The same end whether the worker or the trigger found it: ``soft_fail`` skips."""
+        if self.soft_fail or getattr(self, "never_fail", False):
+            return AirflowSkipException(f"Skipped (soft_fail): {error}")
+        return error
+
+    def _key_and_flow(self) -> tuple[ReportKey, str]:
         run = _mapping(self.run)
-        key, flow = run.get("report_key"), run.get("flow_process_no")
-        if not key or not flow:
+        text, flow = run.get("report_key"), run.get("flow_process_no")
+        key = ReportKey.parse(str(text)) if text else None
+        if key is None or not flow:
             raise AirflowFailException(
                 f"run names no reported call ({run!r:.200}): give the XCom of an OctoRpaTriggerOperator with "
                 "callback=True (trigger.output)."
             )
-        return str(key), str(flow)
+        return key, str(flow)
 
     def _missing(self, flow: str) -> AirflowFailException:
         return AirflowFailException(
-            f"No call awaits a report for Octopus RPA run flowProcessNo={flow}: its record is gone (an earlier "
-            "wait failed or timed out, or its DAG run ended). Clear the trigger task to start the app again."
+            f"No record awaits a report for Octopus RPA run flowProcessNo={flow}: it was removed (its DAG run "
+            "ended, or octorpa cleanup swept it). The run may have reported, or may still be running: look it up "
+            "in the Octopus RPA console before clearing the trigger task, which starts the app again."
         )
 
     def _timeout_message(self, flow: str) -> str:
@@ -164,14 +256,6 @@ class OctoRpaRunSensor(BaseSensorOperator):
             "in the Octopus RPA console: it may still be running, or its last step (the callback) may have "
             "failed. Reports for it are no longer accepted."
         )
-
-    def _forget(self, key: str) -> None:
-        from airflow_octorpa.callbacks.reports import remove
-
-        try:
-            remove(key)
-        except Exception as err:  # noqa: BLE001 - the listener removes it when the DAG run ends
-            self.log.warning("Could not remove the run's report record (%s).", type(err).__name__)
 
 
 def _mapping(value: Any) -> dict[str, Any]:

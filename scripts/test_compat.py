@@ -51,6 +51,7 @@ TESTS = (
     "tests/test_cli.py",
     "tests/test_secrets.py",
     "tests/test_callbacks.py",
+    "tests/test_run_records.py",
 )
 # Through real components: the burst (the rate-limit proof), a triggerer on another clock, a task
 # process killed after its call, and a run reporting to the api-server (Airflow 2: the webserver).
@@ -60,6 +61,7 @@ SCHEDULER_TESTS = (
     "tests/test_scheduler.py::test_a_triggerer_on_another_clock_times_each_hold_itself",
     "tests/test_scheduler.py::test_worker_killed_after_its_call_is_not_triggered_twice_but_a_clear_is",
     "tests/test_scheduler.py::test_a_run_reports_to_the_api_server_and_the_waiting_task_gets_its_outputs",
+    "tests/test_scheduler.py::test_mapped_waits_hold_no_rate_limit_slot_and_bad_reports_change_nothing",
 )
 EXTRAS = "test"
 _EDITABLE_BUILD = threading.Lock()

@@ -18,7 +18,6 @@ from airflow_octorpa.call_record import (
     VARIABLE_PREFIX,
     CallLedger,
     VariableRecords,
-    forget_dag_run,
     variable_key,
 )
 from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
@@ -87,24 +86,6 @@ def test_without_a_task_state_store_the_operators_record_is_a_variable_while_the
         assert key in during
     assert key not in _stored_keys()
     assert emulator.state.snapshot("calls")[0]["webhook_id"] == ORDER_WEBHOOK
-
-
-def test_forgetting_a_run_removes_only_that_runs_records():
-    from airflow.models.variable import Variable
-    from airflow.utils.session import create_session
-
-    def put(run_id: str) -> str:
-        key = variable_key("d", run_id, "t", -1)
-        with create_session() as session:
-            session.add(Variable(key=key, val=f'{{"dag_id": "d", "run_id": "{run_id}", "record": {{}}}}'))
-        return key
-
-    ended, running = put("ended"), put("running")
-    with create_session() as session:
-        assert forget_dag_run("d", "ended", session) == 1
-    assert ended not in _stored_keys() and running in _stored_keys()
-    with create_session() as session:
-        forget_dag_run("d", "running", session)
 
 
 def test_a_variable_key_fits_airflows_limit_and_its_api_path_whatever_the_names():

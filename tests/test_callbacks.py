@@ -13,7 +13,7 @@ from airflow_helpers import AIRFLOW_VERSION, run_dag, task_states, xcom_return_v
 from callback_server import report_route
 from conftest import FAST_LIMITS, ORDER_SECRET, ORDER_WEBHOOK, connection_json
 
-from airflow_octorpa.callbacks.reports import registration, report_variable
+from airflow_octorpa.callbacks.reports import ReportKey, registration
 from airflow_octorpa.callbacks.token import new_callback
 from airflow_octorpa.emulator import WebhookSpec
 from airflow_octorpa.exceptions import OctoRpaConfigurationError
@@ -153,22 +153,26 @@ def test_repeats_contradictions_and_forged_tokens_are_answered_and_change_nothin
     assert [r["status_code"] for r in emulator.state.snapshot("runs")[0]["callback"]["reports"]] == [404]
 
 
-def _registered(route: str, dag_id: str = "cb_direct") -> tuple[str, str]:
+def _registered(route: str, dag_id: str = "cb_direct") -> tuple[str, ReportKey]:
     """A call awaiting its report, as a trigger task registers it (written here outside a task)."""
     from airflow.models.variable import Variable
 
-    callback = new_callback(route)
-    Variable.set(report_variable(callback.key), registration(dag_id, "manual", "trigger", -1))
+    callback = new_callback(route, dag_id, "manual", "trigger", -1)
+    Variable.set(callback.key.variable, registration(dag_id, "manual", "trigger", -1, callback.key.token_sha256))
     return callback.url, callback.key
 
 
-def _stored(key: str) -> dict:
+def _stored(key: ReportKey) -> dict:
+    return _variable(key.variable)
+
+
+def _variable(name: str) -> dict | None:
     from airflow.models.variable import Variable
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     with create_session() as session:
-        row = session.scalar(select(Variable).where(Variable.key == report_variable(key)))
+        row = session.scalar(select(Variable).where(Variable.key == name))
         return json.loads(row.val) if row is not None else None
 
 
@@ -197,8 +201,10 @@ def test_a_malformed_report_is_a_4xx_and_changes_nothing(route, method, kwargs, 
 
 
 def test_a_token_that_names_no_call_is_404_and_creates_nothing(route):
+    _, key = _registered(route, "cb_forged_direct")
     before = _report_count()
-    for token in ("A" * 43, "short", "../../etc"):
+    digest = key.variable.rsplit(".", 1)[1]
+    for token in ("A" * 43, "short", "../../etc", digest + "B" * 43):  # the last: a real record, a wrong secret
         answer = requests.post(f"{route}/octorpa/v1/callbacks/{token}", json={"status": "succeeded"}, timeout=10)
         assert answer.status_code == 404, answer.text
     assert _report_count() == before
@@ -269,27 +275,185 @@ def test_a_record_missing_for_less_than_the_grace_is_still_waited_for(route, mon
 
     from airflow.models.variable import Variable
 
-    from airflow_octorpa.callbacks.token import token_key
     from airflow_octorpa.triggers import report as report_trigger
 
     monkeypatch.setattr(report_trigger, "MISSING_GRACE_SECONDS", 3.0)
     # The triggerer reads through its Task SDK channel, which this test process has not: read the
     # same metadata database directly, as the fallback for Airflow 3.0's dag.test() does.
     monkeypatch.setattr("airflow_octorpa.version_compat.get_variable", lambda key: Variable.get(key, default_var=None))
-    callback = new_callback(route)
+    callback = new_callback(route, "cb_grace", "manual", "trigger", -1)
     steps: list[str] = []
 
     def during(elapsed: float) -> None:
         if elapsed >= 2.0 and "registered" not in steps:  # the record shows up within the grace
-            Variable.set(report_variable(callback.key), registration("cb_grace", "manual", "trigger", -1))
+            value = registration("cb_grace", "manual", "trigger", -1, callback.key.token_sha256)
+            Variable.set(callback.key.variable, value)
             steps.append("registered")
         elif elapsed >= 6.0 and "reported" not in steps:  # past the grace from the first miss
             assert requests.post(callback.url, json={"status": "succeeded"}, timeout=10).status_code == 200
             steps.append("reported")
 
-    payload, took = _run_trigger_until(report_trigger.OctoRpaReportTrigger(callback.key, poll_interval=1), during)
-    assert payload["status"] == "succeeded" and took >= 6.0, (payload, took)
+    trigger = report_trigger.OctoRpaReportTrigger(str(callback.key), poll_interval=1)
+    payload, took = _run_trigger_until(trigger, during)
+    # The event names the outcome and the key only: the report's content stays out of the triggerer.
+    assert payload == {"status": "succeeded", "report_key": str(callback.key)} and took >= 6.0, (payload, took)
 
-    never = token_key(uuid.uuid4().hex)
+    never = str(new_callback(route, "cb_grace", "manual", uuid.uuid4().hex, -1).key)
     payload, took = _run_trigger_until(report_trigger.OctoRpaReportTrigger(never, poll_interval=1), lambda _: None)
-    assert payload == {"status": "missing"} and 3.0 <= took < 8.0, (payload, took)
+    assert payload == {"status": "missing", "report_key": never} and 3.0 <= took < 8.0, (payload, took)
+
+
+def _deep(levels: int) -> bytes:
+    return b'{"status": "succeeded", "outputs": {"a": ' + b"[" * levels + b"]" * levels + b"}}"
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "names"),
+    [
+        ("POST", {"data": _deep(600), "headers": JSON}, "nested more than 32 levels"),
+        ("POST", {"data": _deep(32), "headers": JSON}, "nested more than 32 levels"),
+        ("POST", {"json": {"status": "succeeded", "outputs": {"a\u0000b": 1}}}, "U+0000"),
+        ("POST", {"json": {"status": "succeeded", "outputs": {"a": ["x\u0000"]}}}, "U+0000"),
+        ("POST", {"json": {"status": "failed", "message": "m\u0000"}}, "U+0000"),
+        ("POST", {"json": {"status": "succeeded", "outputs": {f"k{i}": i for i in range(2001)}}}, "more than 2000"),
+        ("POST", {"json": {"status": "succeeded", "outputs": {"k" * 257: 1}}}, "over 256 characters"),
+        ("POST", {"data": b'{"status": "succeeded", "outputs": {"a": "\\ud800"}}', "headers": JSON}, "surrogate"),
+        ("POST", {"data": b'{"status": "succeeded", "outputs": {"a": 18446744073709551616}}', "headers": JSON},
+         "beyond 64 bits"),
+        ("POST", {"data": b'{"status": "succeeded", "outputs": {"a": NaN}}', "headers": JSON}, "NaN"),
+        ("GET", {"params": {"status": "failed", "message": "a\u0000b"}}, "U+0000"),
+    ],
+    ids=["nested-600", "nested-33", "nul-in-key", "nul-in-value", "nul-in-message", "many-keys", "long-key",
+         "lone-surrogate", "huge-integer", "nan", "get-nul"],
+)  # fmt: skip
+def test_a_report_beyond_the_shape_limits_is_400_naming_the_limit_and_stores_nothing(route, method, kwargs, names):
+    url, key = _registered(route)
+    answer = requests.request(method, url, timeout=10, **kwargs)
+    assert answer.status_code == 400 and answer.json()["accepted"] is False, answer.text
+    assert names in answer.json()["error"]
+    assert _stored(key)["status"] == "waiting" and _variable(key.claim) is None
+
+
+def test_a_report_at_the_shape_limits_is_accepted(route):
+    url, key = _registered(route)
+    outputs = {"deep": json.loads("[" * 31 + "]" * 31), "名": "值" * 100, "n": 2**63 - 1, "k" * 256: 1.5}
+    answer = requests.post(url, json={"status": "succeeded", "outputs": outputs}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert _stored(key)["outputs"] == outputs and _variable(key.claim)["end"] == "reported"
+
+
+def _post_the_apps_report(emulator, **report) -> int:
+    (run,) = emulator.state.snapshot("runs")
+    answer = requests.post(run["params"]["airflow_callback_url"], json={"status": "succeeded", **report}, timeout=10)
+    return answer.status_code
+
+
+def test_a_report_in_the_gap_before_a_timed_out_deferred_wait_resumes_is_used(reporting_app, monkeypatch):
+    """The trigger's last poll saw "waiting", then the report was answered 200, then the task
+    resumed with the trigger's "timeout": the report wins, and later reports are refused."""
+    from airflow.triggers.base import TriggerEvent
+
+    from airflow_octorpa.triggers.report import OctoRpaReportTrigger
+
+    emulator = reporting_app(fault="never")
+    answers: list[int] = []
+
+    async def last_poll_then_timeout(self):
+        answers.append(_post_the_apps_report(emulator, outputs={"单号": "G-1"}))
+        yield TriggerEvent({"status": "timeout", "report_key": self.report_key})
+
+    monkeypatch.setattr(OctoRpaReportTrigger, "run", last_poll_then_timeout)
+    dag_run = _start_and_wait("cb_gap_deferred", sensor_kwargs={"timeout": 30})
+    assert answers == [200]
+    assert task_states(dag_run)[("wait", -1)] == "success"
+    assert xcom_return_values(dag_run, "wait")[-1]["outputs"] == {"单号": "G-1"}
+
+
+def test_a_report_in_the_gap_before_a_reschedule_wait_times_out_is_used(reporting_app, monkeypatch):
+    import time
+
+    emulator = reporting_app(fault="never")
+    answers: list[int] = []
+
+    def poke_then_report(self, context):
+        time.sleep(1.0)  # past the 0.5 s timeout when the sensor checks it after this poke
+        answers.append(_post_the_apps_report(emulator, outputs={"单号": "G-2"}))
+        return False
+
+    monkeypatch.setattr(OctoRpaRunSensor, "poke", poke_then_report)
+    dag_run = _start_and_wait("cb_gap_reschedule", sensor_kwargs={"timeout": 0.5, "deferrable": False})
+    assert answers == [200]
+    assert task_states(dag_run)[("wait", -1)] == "success"
+    assert xcom_return_values(dag_run, "wait")[-1]["outputs"] == {"单号": "G-2"}
+
+
+class _ResumedByAirflowsDeferTimeout(OctoRpaRunSensor):
+    """Resumes as the scheduler resumes a task whose defer timeout (the backstop) passed."""
+
+    def __init__(self, *, before=None, **kwargs):
+        super().__init__(**kwargs)
+        self.before = before
+
+    def execute(self, context):
+        self.before()
+        return self.resume_execution("__fail__", {"error": "Trigger/execution timeout"}, context)
+
+
+def _backstop_dag(dag_id: str, before, after=lambda: None):
+    from airflow.providers.common.compat.sdk import DAG, task
+
+    @task(trigger_rule="all_done")
+    def late_report():
+        return after()
+
+    with DAG(dag_id, schedule=None, start_date=START) as dag:
+        trigger = OctoRpaTriggerOperator(task_id="trigger", app_params={"订单号": dag_id}, callback=True)
+        wait = _ResumedByAirflowsDeferTimeout(task_id="wait", run=trigger.output, retries=2, before=before)
+        trigger >> wait >> late_report()
+    return run_dag(dag)
+
+
+def test_airflows_defer_timeout_ends_the_wait_like_the_triggers_and_uses_a_report_that_landed(reporting_app):
+    emulator = reporting_app(fault="never")
+    dag_run = _backstop_dag("cb_backstop_report", lambda: _post_the_apps_report(emulator, outputs={"a": 1}))
+    assert task_states(dag_run)[("wait", -1)] == "success"
+    assert xcom_return_values(dag_run, "wait")[-1]["outputs"] == {"a": 1}
+
+    emulator = reporting_app(fault="never")
+    emulator.state.reset()
+    dag_run = _backstop_dag("cb_backstop_none", lambda: None, lambda: _post_the_apps_report(emulator))
+    assert task_states(dag_run)[("wait", -1)] == "failed"
+    assert _try_number(dag_run, "wait") == 1  # a timed-out wait is not retried with a fresh timeout
+    assert xcom_return_values(dag_run, "late_report")[-1] == 409  # the wait has ended: the app is told so
+
+
+@pytest.mark.parametrize("after", [0.0, 3.0], ids=["found-by-the-worker", "found-by-the-trigger"])
+def test_with_soft_fail_a_failed_report_skips_the_wait_however_it_was_found(reporting_app, after):
+    reporting_app(after=after, status="failed", message="缺货")
+    dag_run = _start_and_wait(f"cb_soft_fail_{int(after)}", sensor_kwargs={"soft_fail": True})
+    assert task_states(dag_run)[("wait", -1)] == "skipped"
+
+
+def test_a_wait_stays_out_of_the_rate_limit_pool_however_it_is_declared():
+    from airflow.providers.common.compat.sdk import DAG, TaskGroup
+
+    with DAG("cb_pools", schedule=None, start_date=START, default_args={"pool": "octorpa"}):
+        plain = OctoRpaRunSensor(task_id="plain", run={})
+        mapped = OctoRpaRunSensor.partial(task_id="mapped").expand(run=[{}, {}])
+        own = OctoRpaRunSensor.partial(task_id="own", default_args={"pool": "octorpa"}).expand(run=[{}])
+        with TaskGroup("group", default_args={"pool": "octorpa"}):
+            grouped = OctoRpaRunSensor.partial(task_id="grouped").expand(run=[{}])
+        elsewhere = OctoRpaRunSensor.partial(task_id="elsewhere", pool="waits").expand(run=[{}])
+    assert [plain.pool, mapped.pool, own.pool, grouped.pool] == ["default_pool"] * 4
+    assert elsewhere.pool == "waits"  # a pool the user names for waits is kept
+
+
+def test_the_token_reaches_no_repr(route):
+    callback = new_callback(route, "cb_repr", "manual", "trigger", -1)
+    secret = callback.token[32:]
+    for text in (repr(callback), repr({"airflow_callback_url": callback.url}), repr(callback.token)):
+        assert secret not in text
+    assert callback.url.endswith(secret) and str(callback.key) not in callback.url

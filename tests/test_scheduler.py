@@ -290,6 +290,59 @@ def test_a_run_reports_to_the_api_server_and_the_waiting_task_gets_its_outputs(s
     assert requests.get(f"http://127.0.0.1:{cluster.port}{api}", timeout=10).status_code in (401, 403)
 
 
+@pytest.mark.timeout(400)
+def test_mapped_waits_hold_no_rate_limit_slot_and_bad_reports_change_nothing(scaled_emulator, cluster):
+    """Five mapped waits in a DAG whose default_args name the ``octorpa`` pool run in default_pool,
+    so a trigger task after them starts while they wait. Meanwhile reports the database or the
+    triggerer could not carry reach the real api-server (Airflow 2: the webserver): 400 each, and
+    the app's real report still completes its wait. No component's log holds a token."""
+    from airflow_octorpa.emulator import WebhookSpec
+
+    scaled_emulator.state.reset()
+    scaled_emulator.state.put_webhook(
+        WebhookSpec.reporting_app("callback-app", ORDER_SECRET, after=40, outputs={"waybill": "SF-P"})
+    )
+    cluster.wait_for_dags("octorpa_wait_pooled")
+    cluster.trigger("octorpa_wait_pooled", "pooled", {})
+    cluster.wait_for(lambda: len(_callback_urls(scaled_emulator)) == 5, 180, "the five mapped calls")
+    url = _callback_urls(scaled_emulator)[0]
+    nested = b'{"status": "succeeded", "outputs": {"a": ' + b"[" * 600 + b"]" * 600 + b"}}"
+    bad = [
+        {"data": nested, "headers": {"Content-Type": "application/json"}},
+        {"json": {"status": "succeeded", "outputs": {"a\u0000b": 1}}},
+        {"json": {"status": "succeeded", "outputs": {"a": "x\u0000"}}},
+        {"json": {"status": "succeeded", "outputs": {f"k{i}": i for i in range(3000)}}},
+        {"json": {"status": "succeeded", "outputs": {"k" * 300: 1}}},
+    ]
+    assert [requests.post(url, timeout=30, **kwargs).status_code for kwargs in bad] == [400] * len(bad)
+    assert cluster.wait_for_run("octorpa_wait_pooled", "pooled", timeout=300) == "success", cluster.log_tail()
+    waited = cluster.xcom_values("octorpa_wait_pooled", "pooled", "wait")
+    assert sorted(waited) == list(range(5)) and all(v["outputs"] == {"waybill": "SF-P"} for v in waited.values())
+    pools = cluster._query(
+        "SELECT DISTINCT pool FROM task_instance WHERE dag_id = ? AND task_id = 'wait'", "octorpa_wait_pooled"
+    )
+    assert pools == [("default_pool",)]
+    (late_start,) = cluster._query(
+        "SELECT start_date FROM task_instance WHERE dag_id = ? AND task_id = 'late'", "octorpa_wait_pooled"
+    )[0]
+    first_end = min(row[0] for row in cluster._query(
+        "SELECT end_date FROM task_instance WHERE dag_id = ? AND task_id = 'wait'", "octorpa_wait_pooled"
+    ))  # fmt: skip
+    assert str(late_start) < str(first_end), (late_start, first_end)  # it ran while every wait waited
+    secrets_ = [u[-43:] for u in _callback_urls(scaled_emulator)]
+    for log in [*(cluster.home / "component-logs").glob("*.log"), *(cluster.home / "logs").rglob("*.log")]:
+        text = log.read_text(errors="replace")
+        assert not [s for s in secrets_ if s in text], f"a callback token is in {log}"
+
+
+def _callback_urls(emulator) -> list[str]:
+    return [
+        r["params"]["airflow_callback_url"]
+        for r in emulator.state.snapshot("runs")
+        if "airflow_callback_url" in r["params"]
+    ]
+
+
 def _callback_reports(emulator) -> list[dict]:
     runs = emulator.state.snapshot("runs")
     return runs[0].get("callback", {}).get("reports", []) if runs else []

@@ -169,7 +169,10 @@ class AirflowCluster:
         """``kill -9`` a component and every process it started (task processes included)."""
         process = self.processes.pop(name)
         _signal_group(process, signal.SIGKILL)
-        for pid in pids_whose("environ", f"OCTORPA_COMPONENT={name}"):
+        # This cluster's only: another suite's components on the machine carry the same name.
+        for pid in set(pids_whose("environ", f"OCTORPA_COMPONENT={name}")) & set(
+            pids_whose("environ", f"AIRFLOW_HOME={self.home}")
+        ):
             kill(pid)
         process.wait()
 

@@ -457,3 +457,30 @@ def test_the_token_reaches_no_repr(route):
     for text in (repr(callback), repr({"airflow_callback_url": callback.url}), repr(callback.token)):
         assert secret not in text
     assert callback.url.endswith(secret) and str(callback.key) not in callback.url
+
+
+def test_callbacks_are_refused_under_multi_team_before_anything_is_sent(emulator, monkeypatch, route):
+    monkeypatch.setenv("AIRFLOW__OCTORPA__CALLBACK_BASE_URL", route)
+    monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "True")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OCTORPA_DEFAULT",
+        connection_json(emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET, rate_limits=FAST_LIMITS),
+    )
+    with pytest.raises(OctoRpaConfigurationError, match=r"multi-team mode \(\[core\] multi_team\)"):
+        OctoRpaTriggerOperator(task_id="t", app_params={"a": 1}, callback=True).execute({})
+    assert emulator.state.snapshot("calls") == []
+
+
+def test_loading_the_plugin_imports_neither_the_webservers_app_nor_its_csrf():
+    """The scheduler, the triggerer and every task process load the plugin: on Airflow 2 only the
+    webserver, which registers the route, may pay for Flask-AppBuilder and Flask-WTF."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, airflow_octorpa.plugins.call_records as plugin; "
+        "print(sorted(m for m in ('airflow.www.app', 'flask_wtf', 'flask_appbuilder') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -396,6 +396,7 @@ def _doctor(args: argparse.Namespace) -> int:
     checks = [
         ("connection", lambda: f"{args.conn_id!r} parses: {config.url_label} (hold {config.hold:g} s per call)"),
         ("signing", lambda: _check_signing(config.secret)),
+        ("webhook URL", lambda: _check_webhook_shape(config.url)),
         ("webhook host", lambda: _check_host(hook)),
         ("pool", lambda: _check_pool(config.pool, config.pool_size)),
         ("pool's connections", lambda: _check_pool_peers(args.conn_id, config)),
@@ -484,11 +485,19 @@ def _check_signing(secret: str) -> str:
     return "a signing secret is set (not shown)"
 
 
+def _check_webhook_shape(url: str) -> str:
+    from airflow_octorpa.hooks.url_shape import shape_warning
+
+    if warning := shape_warning(url):
+        raise _CheckWarning(warning[0].upper() + warning[1:])
+    return "the URL has the shape of the console's Webhook地址 (.../webhooks/<webhookId>/invoke)"
+
+
 def _check_host(hook: Any) -> str:
     ok, message = hook.test_connection()
     if not ok:
         raise _CheckFailed(message)
-    return message
+    return message.split(" Note: ")[0]  # the URL's shape has its own line
 
 
 def _check_pool(name: str, size: int) -> str:

@@ -198,6 +198,14 @@ class OctoRpaUnknownOutcomeError(OctoRpaError, AirflowFailException):
         return CallOutcome.UNKNOWN
 
 
+class OctoRpaNotAWebhookError(OctoRpaUnknownOutcomeError):
+    """The URL answered with a web page and has no webhook's path: it is not the webhook URL.
+
+    No run is known to have started, but the call is recorded as unknown all the same (a gateway of
+    the user's own may stand at such a path): retries do not resend it, and the task fails at once.
+    """
+
+
 class OctoRpaTryLaterError(OctoRpaError):
     """A call that started nothing could not be sent again within this try of the task.
 

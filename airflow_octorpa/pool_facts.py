@@ -4,8 +4,7 @@ A deferred slot hold keeps its pool slot only in a pool that counts deferred tas
 (``include_deferred``). ``airflow pools set`` and the UI's checkbox default to not counting them;
 in such a pool a deferred hold frees its slot at once and the account's limits break. So a
 deferrable trigger task defers its hold only when it knows its pool counts deferred tasks, and
-keeps the hold in the worker otherwise (:func:`pool_counts_deferred` returns ``None`` when it
-cannot tell).
+keeps the hold in the worker otherwise (:func:`facts_of` says ``None`` when it cannot tell).
 
 Airflow 2's workers read the pool from the metadata database. Airflow 3's cannot (the Task SDK
 has no call for pools), so the provider's listener, which runs in the scheduler, copies every
@@ -17,6 +16,7 @@ since then is seen when the next DAG run starts; ``octorpa doctor`` checks the p
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 POOL_FACTS_KEY = "octorpa_pools"
@@ -52,27 +52,39 @@ def publish_pool_facts(session: Any) -> bool:
     return True
 
 
-def pool_counts_deferred(pool: str) -> bool | None:
-    """Whether ``pool`` counts deferred tasks: True, False, or None when that cannot be told here."""
-    counts = _pool_fact(pool, "include_deferred")
-    return counts if isinstance(counts, bool) else None
+@dataclass(frozen=True)
+class PoolFacts:
+    """What is known here of one pool: ``exists`` and the rest are None when it cannot be told."""
+
+    exists: bool | None
+    slots: int | None = None
+    counts_deferred: bool | None = None
 
 
-def pool_slots(pool: str) -> int | None:
-    """How many slots ``pool`` has, or None when that cannot be told here."""
-    slots = _pool_fact(pool, "slots")
-    return slots if isinstance(slots, int) and not isinstance(slots, bool) else None
-
-
-def _pool_fact(pool: str, name: str) -> Any:
+def facts_of(pool: str) -> PoolFacts:
+    """One read of what is known of ``pool`` (Airflow 3: the published Variable; 2: the database)."""
     from airflow_octorpa.version_compat import AIRFLOW_V_3
 
     try:
         facts = _published_facts() if AIRFLOW_V_3 else _facts_from_the_database()
     except Exception:  # noqa: BLE001 - cannot tell: the caller acts on None
-        return None
-    pool_facts = facts.get(pool) if isinstance(facts, dict) else None
-    return pool_facts.get(name) if isinstance(pool_facts, dict) else None
+        return PoolFacts(None)
+    if not isinstance(facts, dict) or "default_pool" not in facts:
+        return PoolFacts(None)  # never published (every Airflow has default_pool): cannot tell
+    own = facts.get(pool)
+    if not isinstance(own, dict):
+        return PoolFacts(False)
+    slots, counts = own.get("slots"), own.get("include_deferred")
+    return PoolFacts(
+        True,
+        slots if isinstance(slots, int) and not isinstance(slots, bool) else None,
+        counts if isinstance(counts, bool) else None,
+    )
+
+
+def pool_slots(pool: str) -> int | None:
+    """How many slots ``pool`` has, or None when that cannot be told here."""
+    return facts_of(pool).slots
 
 
 def _facts_from_the_database() -> dict[str, Any]:

@@ -26,8 +26,8 @@ class CannedAnswer:
 
 
 @contextmanager
-def canned_server(answer: CannedAnswer) -> Iterator[str]:
-    """Serve ``answer`` to every request on a free loopback port; yield the base URL."""
+def canned_server(answer: CannedAnswer, path: str = "/api/v1/bots/webhooks/canned/invoke") -> Iterator[str]:
+    """Serve ``answer`` to every request on a free loopback port; yield the URL of ``path`` there."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -66,7 +66,7 @@ def canned_server(answer: CannedAnswer) -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/api/v1/bots/webhooks/canned/invoke"
+        yield f"http://127.0.0.1:{server.server_address[1]}{path}"
     finally:
         server.shutdown()
         server.server_close()

@@ -171,7 +171,7 @@ def test_doctor_passes_on_a_good_setup_and_names_each_fix(emulator, airflow_db):
     good = {"AIRFLOW_CONN_OCTORPA_DEFAULT": connection_json(emulator.webhook_url(ORDER_WEBHOOK), ORDER_SECRET)}
     done = octorpa("doctor", env=good)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert sorted(line.split()[0] for line in _report(done.stdout)) == ["WARN"] + ["ok"] * 7
+    assert sorted(line.split()[0] for line in _report(done.stdout)) == ["WARN"] + ["ok"] * 8
     assert "WARN callbacks: no callback base URL is set" in done.stdout
     assert ORDER_SECRET not in done.stdout
 
@@ -210,6 +210,14 @@ def test_doctor_passes_on_a_good_setup_and_names_each_fix(emulator, airflow_db):
         and "does not exist" in done.stdout
         and "airflow pools set nope" in done.stdout
     )
+    # A web page's URL copied instead of the webhook's: named as such, by its path and its HTML answer.
+    with canned_server(
+        CannedAnswer(status=200, body=b"<html>console</html>", content_type="text/html"), "/console/apps/42"
+    ) as url:
+        done = octorpa("doctor", env={"AIRFLOW_CONN_OCTORPA_DEFAULT": connection_json(url, ORDER_SECRET)})
+    assert done.returncode == 1, done.stdout
+    assert "WARN webhook URL: The webhook URL's path is not of the shape" in done.stdout
+    assert "FAIL webhook host: The URL answered HTTP 200 with a web page (HTML)" in done.stdout
     done = octorpa("doctor", "--conn-id", "octorpa_missing")
     assert done.returncode == 1 and "FAIL connection" in done.stdout and "ok   provider" in done.stdout
 

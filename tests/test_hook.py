@@ -150,6 +150,26 @@ def test_html_gateway_page_gives_status_and_excerpt(monkeypatch):
     assert "502 Bad Gateway" in str(err) and "HTTP 502" in str(err)
 
 
+def test_a_web_pages_url_is_named_as_such_not_as_a_call_that_may_have_started(monkeypatch):
+    from airflow_octorpa.exceptions import CallOutcome, OctoRpaNotAWebhookError
+
+    page = CannedAnswer(status=501, body=b"<html><body>Octopus RPA console</body></html>", content_type="text/html")
+    with canned_server(page, "/console/apps/42") as url:
+        hook = _set_conn(monkeypatch, connection_json(url, "secret-1"))
+        with pytest.raises(OctoRpaNotAWebhookError) as caught:
+            hook.trigger({"a": 1})
+    text = str(caught.value)
+    assert "answered HTTP 501 with a web page (HTML)" in text and "not the app's webhook URL" in text
+    assert "MAY HAVE STARTED" not in text and "/webhooks/<webhookId>/invoke" in text
+    assert caught.value.outcome is CallOutcome.UNKNOWN and not caught.value.safe_to_resend  # never resent
+    with canned_server(CannedAnswer(status=200, body=b"<html>console</html>", content_type="text/html"), "/app") as url:
+        ok, message = _set_conn(monkeypatch, connection_json(url, "secret-1")).test_connection()
+    assert ok is False and "with a web page (HTML)" in message
+    with canned_server(CannedAnswer(status=405, body=b"", content_type="application/json"), "/gateway/rpa") as url:
+        ok, message = _set_conn(monkeypatch, connection_json(url, "secret-1")).test_connection()
+    assert ok is True and "Note: the webhook URL's path is not of the shape" in message  # a gateway may work
+
+
 def test_error_body_without_request_id_and_in_pascal_case(monkeypatch):
     body = json.dumps({"Code": "SomethingElse", "Description": "说明"}).encode()
     with canned_server(CannedAnswer(status=400, body=body)) as url:

@@ -228,3 +228,15 @@ def test_failed_call_fails_the_task(emulator, monkeypatch):
     assert task_states(dag_run)[("trigger", -1)] == "failed"
     assert [c["code"] for c in emulator.state.snapshot("calls")] == ["SignatureVerificationFailureOrTimestampExpired"]
     assert emulator.state.snapshot("runs") == []
+
+
+def test_a_pool_that_does_not_exist_is_named_in_the_task_log(emulator, order_conn, capfd, caplog):
+    """``airflow dags test`` ignores pools: the task runs there, and a scheduler would never run it."""
+    with _dag("op_missing_pool") as dag:
+        OctoRpaTriggerOperator(task_id="nowhere", app_params={"订单号": "SO-9"}, pool="no_such_pool")
+        OctoRpaTriggerOperator(task_id="pooled", app_params={"订单号": "SO-10"})
+    dag_run = run_dag(dag)
+    out = "".join(capfd.readouterr()) + caplog.text
+    assert task_states(dag_run) == {("nowhere", -1): "success", ("pooled", -1): "success"}
+    assert out.count("does not exist. Under a scheduler this task waits in 'scheduled' for ever") == 1, out[-3000:]
+    assert "The pool 'no_such_pool' does not exist" in out and "airflow pools import" in out

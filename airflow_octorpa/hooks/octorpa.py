@@ -19,9 +19,17 @@ from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_octorpa.exceptions import (
     OctoRpaConfigurationError,
+    OctoRpaError,
     OctoRpaInvalidParamsError,
+    OctoRpaNotAWebhookError,
     OctoRpaTransportError,
     OctoRpaWebhookError,
+)
+from airflow_octorpa.hooks.url_shape import (
+    WEBHOOK_URL_SHAPE,
+    has_webhook_shape,
+    not_a_webhook_problem,
+    shape_warning,
 )
 from airflow_octorpa.rate_limit import DEFAULT_POOL, DEFAULT_POOL_SIZE, DEFAULT_RATE_LIMITS, hold_seconds
 
@@ -318,6 +326,11 @@ class OctoRpaHook(BaseHook):
             url = f"{extra.get('scheme') or 'https'}://{netloc}/{(schema or '').lstrip('/')}"
         if problem := webhook_url_problem(url, allow_insecure_http=self._extra_flag(extra, "allow_insecure_http")):
             raise self._error(f"has the webhook URL {_redacted_url(url, signed)!r}: {problem}")
+        if problem := not_a_webhook_problem(url):
+            raise self._error(
+                f"has the URL {_redacted_url(url, signed)!r}, which is not a webhook URL: {problem}. Copy the "
+                f"app's Webhook地址 from its webhook trigger in the Octopus RPA console ({WEBHOOK_URL_SHAPE})."
+            )
         return url
 
     def _check_port_matches(self, url: str, port: int | None, signed: bool) -> None:
@@ -496,9 +509,17 @@ class OctoRpaHook(BaseHook):
                     request_sent=sent,
                 ) from None
 
-    def _webhook_error(self, response: requests.Response) -> OctoRpaWebhookError:
+    def _webhook_error(self, response: requests.Response) -> OctoRpaError:
         fields = _json_fields(response) or {}
         code = _str_or_none(fields.get("code"))
+        if code is None and _is_html(response) and not has_webhook_shape(self.config.url):
+            return OctoRpaNotAWebhookError(
+                f"The URL of connection {self.octorpa_conn_id!r} answered HTTP {response.status_code} with a web "
+                "page (HTML), and its path is not a webhook's: it is not the app's webhook URL, and no Octopus RPA "
+                "run is known to have started from it. Copy the app's Webhook地址 from its webhook trigger in the "
+                f"Octopus RPA console ({WEBHOOK_URL_SHAPE}) into the connection, then clear the task. Retries do "
+                "not resend it: if the URL is a gateway of yours in front of the service, check the console first."
+            )
         return OctoRpaWebhookError.from_answer(
             status=response.status_code,
             code=code,
@@ -537,9 +558,16 @@ class OctoRpaHook(BaseHook):
             return False, f"The webhook's host did not answer ({type(err).__name__}). Check the URL and network."
         if problem := _head_answer_problem(response):
             return False, f"The webhook URL answered HTTP {response.status_code} to a HEAD request: {problem}"
+        if _is_html(response) and not has_webhook_shape(config.url):
+            return False, (
+                f"The URL answered HTTP {response.status_code} with a web page (HTML), and its path is not a "
+                f"webhook's: it is not the app's webhook URL. Copy the Webhook地址 of the app's webhook trigger "
+                f"({WEBHOOK_URL_SHAPE})."
+            )
+        note = f" Note: {warning}" if (warning := shape_warning(config.url)) else ""
         return True, (
             f"Settings are valid and the webhook's host answered (HTTP {response.status_code} to a "
-            "HEAD request). No RPA run was started: the signature is only checked by a real trigger."
+            "HEAD request). No RPA run was started: the signature is only checked by a real trigger." + note
         )
 
 
@@ -636,6 +664,13 @@ def _redacted_url(url: str, signed: bool) -> str:
     if not signed and path:
         return f"{scheme}://{netloc}/<path hidden: without a secret it is the credential>"
     return f"{scheme}://{netloc}{slash}{path}"
+
+
+def _is_html(response: requests.Response) -> bool:
+    return response.headers.get("Content-Type", "").split(";")[0].strip().lower() in (
+        "text/html",
+        "application/xhtml+xml",
+    )
 
 
 def _json_fields(response: requests.Response) -> dict[str, Any] | None:

@@ -20,10 +20,11 @@ from airflow_octorpa.exceptions import (
     OctoRpaConfigurationError,
     OctoRpaError,
     OctoRpaInvalidParamsError,
+    OctoRpaNotAWebhookError,
     OctoRpaTryLaterError,
     OctoRpaUnknownOutcomeError,
 )
-from airflow_octorpa.pool_facts import pool_slots
+from airflow_octorpa.pool_facts import facts_of, pool_slots
 from airflow_octorpa.rate_limit import DEFAULT_POOL
 
 # Shorter holds are kept in the worker even when deferrable. Deferring costs slot time (the resume,
@@ -134,11 +135,14 @@ class OctoRpaTriggerOperator(BaseOperator):
         config = self.hook.config
         self._warn_outside_pool(config.pool)
         self._warn_unsigned(config)
+        self._warn_unlike_a_webhook(config)
         callback = self._new_callback(app_params, context) if self.callback else None  # no base URL: nothing sent
         if callback is not None:
             app_params = {**app_params, self.callback_param: callback.url}
         call = self.hook.prepare(app_params, bot_id=self.bot_id or None)  # bad input: nothing sent
-        self._decide_where_to_hold()
+        pool = facts_of(self.pool)
+        self._warn_missing_pool(pool.exists)
+        self._decide_where_to_hold(pool.counts_deferred)
         deadline = self._execution_deadline(config, began)  # a timeout that cannot fit: nothing sent
         ledger = self._ledger = CallLedger.from_context(context, self.log)
         self._ti = context.get("ti")
@@ -275,9 +279,9 @@ class OctoRpaTriggerOperator(BaseOperator):
         """Whether a long hold goes to the triggerer (decided once a try by :meth:`_decide_where_to_hold`)."""
         return self._hold_deferred
 
-    def _decide_where_to_hold(self) -> None:
-        """Defer long holds only where the slot stays taken until the hold ends; say why not otherwise."""
-        from airflow_octorpa.pool_facts import pool_counts_deferred
+    def _decide_where_to_hold(self, counts: bool | None) -> None:
+        """Defer long holds only where the slot stays taken until the hold ends (``counts``: whether the
+        pool counts deferred tasks, None when unknown); say why not otherwise."""
         from airflow_octorpa.version_compat import execution_timeout_spans_deferral
 
         self._hold_deferred = False
@@ -289,7 +293,6 @@ class OctoRpaTriggerOperator(BaseOperator):
                 "also counts the time a task is deferred, and its end would cancel the hold early. Remove "
                 "execution_timeout to defer the hold."
             )
-        counts = pool_counts_deferred(self.pool)
         if counts is not True:
             why = (
                 f"the pool {self.pool!r} does not count deferred tasks, so a deferred hold would free its slot at once"
@@ -366,6 +369,21 @@ class OctoRpaTriggerOperator(BaseOperator):
                 account_pool,
                 account_pool,
             )
+
+    def _warn_missing_pool(self, exists: bool | None) -> None:
+        if exists is False:
+            self.log.warning(
+                "The pool %r does not exist. Under a scheduler this task waits in 'scheduled' for ever (only the "
+                "scheduler's log says why); airflow dags test ignores pools, so it runs here. Create it: octorpa "
+                "pool > octorpa-pool.json && airflow pools import octorpa-pool.json (or name an existing pool).",
+                self.pool,
+            )
+
+    def _warn_unlike_a_webhook(self, config: OctoRpaWebhookConfig) -> None:
+        from airflow_octorpa.hooks.url_shape import shape_warning
+
+        if warning := shape_warning(config.url):
+            self.log.warning("Connection %r: %s", self.octorpa_conn_id, warning)
 
     def _warn_unsigned(self, config: OctoRpaWebhookConfig) -> None:
         if not config.secret:
@@ -462,8 +480,8 @@ class OctoRpaTriggerOperator(BaseOperator):
                 raise
             metrics.count(metrics.UNKNOWN_OUTCOME, self.octorpa_conn_id)
             ledger.unknown(record)
-            if self.resend_on_unknown_outcome:  # the user chose Airflow retries to resend it
-                raise
+            if self.resend_on_unknown_outcome or isinstance(err, OctoRpaNotAWebhookError):
+                raise  # the user chose Airflow retries to resend it; or the error says what to fix itself
             raise self._unknown_outcome_error(record, "This call", cause=str(err)) from err
         except BaseException:  # execution_timeout or a kill while the request was out
             self._in_flight = record

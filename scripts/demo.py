@@ -232,9 +232,13 @@ def _wait_demo(emulator_url: str) -> None:
     web_server = _start_web_server()
     try:
         _step(f"airflow dags test {WAIT_DAG_ID}", "dags", "test", WAIT_DAG_ID)
+        _print_wait_results(emulator_url)
     finally:
         _stop(web_server)
         print("==> Airflow's web server stopped")
+
+
+def _print_wait_results(emulator_url: str) -> None:
     report = _xcom_of_latest_run("process_order_wait", WAIT_DAG_ID)
     waybill = _xcom_of_latest_run("ship", WAIT_DAG_ID)
     runs = _get_json(f"{emulator_url}/_emulator/runs")
@@ -244,9 +248,10 @@ def _wait_demo(emulator_url: str) -> None:
     print(f"  waiting task XCom (process_order_wait): {json.dumps(report, ensure_ascii=False)}")
     print(f"  downstream task 'ship' got the app's output 运单号 = {waybill}")
     print(
-        f"  reports the emulator's apps sent to Airflow: {len(reported)}, "
-        f"answered HTTP {sorted({r['status_code'] for r in reported})}"
+        f"  reports the emulator's apps sent to Airflow: {len(reported)} (one per run the DAG started: "
+        f"process_order and the two mapped process_orders), answered HTTP {sorted({r['status_code'] for r in reported})}"
     )
+    print()
 
 
 if __name__ == "__main__":

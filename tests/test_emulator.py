@@ -201,6 +201,7 @@ def test_command_line_serves_on_a_chosen_port_and_stops_on_sigterm(tmp_path: Pat
             time.sleep(0.05)
         assert int(port_file.read_text()) == announced["port"]
         url = announced["webhooks"]["cli"]
+        assert announced["secrets"]["cli"] == "s-cli"  # what a connection to it needs
         ts = str(int(time.time()))
         answer = requests.post(
             url, json={"sign": expected_sign(ts, "s-cli"), "timestamp": ts, "params": {"x": 1}}, timeout=10
@@ -412,3 +413,16 @@ def test_it_serves_on_ipv6_loopback_and_warns_off_loopback():
     with emulator:
         assert emulator.url.startswith("http://[::1]:")
         assert requests.get(f"{emulator.url}/_emulator/health", timeout=5).json() == {"status": "ok"}
+
+
+def test_octorpa_emulator_help_names_the_built_in_webhooks_and_their_secrets():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    octorpa = str(Path(sys.executable).with_name("octorpa"))
+    done = subprocess.run([octorpa, "emulator", "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and done.stdout.startswith("usage: octorpa emulator"), done.stderr
+    assert "order-processing: app 订单处理" in done.stdout and "secret demo-order-secret" in done.stdout
+    assert "vendor-example" in done.stdout and "secret SEC123" in done.stdout
+    assert "/api/v1/bots/webhooks/<id>/invoke" in done.stdout

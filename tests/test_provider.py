@@ -8,6 +8,7 @@ from pathlib import Path
 
 import airflow
 import pytest
+from airflow_helpers import AIRFLOW_V_3
 from cli_output import json_output
 from conftest import airflow_cli
 
@@ -109,3 +110,30 @@ def test_the_listener_that_removes_ended_runs_records_is_a_plugin():
     from airflow import plugins_manager
 
     assert "octorpa" in {plugin["name"] for plugin in plugins_manager.get_plugin_info()}
+
+
+@pytest.mark.skipif(not AIRFLOW_V_3, reason="Airflow 2 has no DAG bundles")
+def test_with_examples_loaded_airflow_finds_the_provider_module_it_looks_for():
+    """Airflow 3.3 imports each provider's distribution name to look for example DAGs; with the
+    default load_examples=True a missing module logged an ERROR on every parse and dags test."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from airflow.dag_processing.bundles.manager import DagBundlesManager; "
+        "m = DagBundlesManager(); m.parse_config(); print(sorted(m._bundle_config))"
+    )
+    env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "True"}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(env["AIRFLOW_HOME"]),
+    )  # not the checkout: the module must come from the installed package
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert "Could not load provider module" not in output and "ModuleNotFoundError" not in output, output[-3000:]
+    assert "airflow-provider-octorpa-example-dags" not in done.stdout  # no examples are installed as Airflow's

@@ -1,4 +1,5 @@
-"""``python -m airflow_octorpa.emulator`` (or ``octorpa-emulator``): serve the emulator on loopback."""
+"""``octorpa emulator`` (or ``octorpa-emulator``, ``python -m airflow_octorpa.emulator``): serve the
+emulator on loopback."""
 
 from __future__ import annotations
 
@@ -14,9 +15,21 @@ from airflow_octorpa.emulator.config import EmulatorConfig, default_config
 from airflow_octorpa.emulator.server import OctoRpaEmulator
 
 
-def _parser() -> argparse.ArgumentParser:
+def _built_in_apps() -> str:
+    lines = ["built-in webhooks (without --config), each at http://127.0.0.1:<port>/api/v1/bots/webhooks/<id>/invoke:"]
+    for webhook in default_config().webhooks.values():
+        reports = ", reports its end when given airflow_callback_url" if webhook.callback else ""
+        lines.append(f"  {webhook.id}: app {webhook.app.name}, robot {webhook.robot}, secret {webhook.secret}{reports}")
+    lines.append("The start-up line (JSON) gives the port, each webhook's URL and its secret.")
+    return "\n".join(lines)
+
+
+def _parser(prog: str = "octorpa emulator") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="octorpa-emulator", description="Serve a local stand-in for the Octopus RPA webhook service."
+        prog=prog,
+        description="Serve a local stand-in for the Octopus RPA webhook service.",
+        epilog=_built_in_apps(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--host",
@@ -42,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     webhooks = {w: emulator.webhook_url(w) for w in config.webhooks}
-    print(json.dumps({"url": emulator.url, "port": emulator.port, "webhooks": webhooks}, ensure_ascii=False))
+    # A local stand-in's test secrets: what a connection to it needs.
+    secrets = {w: spec.secret for w, spec in config.webhooks.items()}
+    announced = {"url": emulator.url, "port": emulator.port, "webhooks": webhooks, "secrets": secrets}
+    print(json.dumps(announced, ensure_ascii=False))
     sys.stdout.flush()
     if args.port_file:
         args.port_file.write_text(str(emulator.port), encoding="utf-8")

@@ -215,8 +215,10 @@ class AirflowCluster:
         return {(task_id, map_index): state for task_id, map_index, state in rows}
 
     def xcom_values(self, dag_id: str, run_id: str, task_id: str) -> dict[int, Any]:
+        # Airflow 3 on PostgreSQL keeps XComs as JSONB, which psycopg2 decodes: ask for the JSON text.
+        value = "value::text" if self.sql_alchemy_conn.startswith("postgresql") and _airflow_major() >= 3 else "value"
         rows = self._query(
-            "SELECT map_index, value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = 'return_value'",
+            f"SELECT map_index, {value} FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = 'return_value'",
             dag_id,
             run_id,
             task_id,

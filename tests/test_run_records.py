@@ -16,7 +16,7 @@ from airflow_octorpa.callbacks.reports import REPORT_PREFIX
 from airflow_octorpa.run_records import sweep, ti_keys
 
 START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
-LEGACY = REPORT_PREFIX + "ab" * 32  # a 0.3 report record: its key names no task instance
+LEGACY = REPORT_PREFIX + "ab" * 32  # a record of an earlier 0.3 build: its key names no task instance
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -31,7 +31,7 @@ def _keys(*keys: str) -> set[str]:
 
 
 def _run_writing_records(dag_id: str, sweep_while_running: bool = False):
-    """A DAG run whose task writes its own four records, a 0.3 record of its run, and the records
+    """A DAG run whose task writes its own four records, an earlier build's record of its run, and the records
     of another run of the same DAG (which does not exist)."""
     from airflow.providers.common.compat.sdk import DAG, Variable, task
 

@@ -41,7 +41,7 @@ _DESCRIPTION = (
     "ends, or by octorpa cleanup; do not edit."
 )
 _DIGEST = re.compile(r"^[0-9a-f]{32}$")
-_LEGACY_KEY = re.compile(r"^[0-9a-f]{64}$")  # 0.3: the record's key was the token's SHA-256
+_LEGACY_KEY = re.compile(r"^[0-9a-f]{64}$")  # earlier 0.3 builds: the key was the token's SHA-256
 
 
 def report_key_of(dag_id: str, run_id: str, task_id: str, map_index: int, token_sha256: str) -> ReportKey:
@@ -57,8 +57,8 @@ def _sha256(text: str) -> str:
 
 @dataclass(frozen=True)
 class ReportKey:
-    """Where one call's report is kept, and the SHA-256 of its token's secret (None: a 0.3 record,
-    whose key is that SHA-256)."""
+    """Where one call's report is kept, and the SHA-256 of its token's secret (None: a record of an
+    earlier 0.3 build, whose key is that SHA-256)."""
 
     variable: str
     token_sha256: str | None = None
@@ -84,7 +84,7 @@ class ReportKey:
 
     @classmethod
     def from_token(cls, token: str) -> ReportKey | None:
-        """The key a URL's token names: ``<digest><secret>`` (0.4), or a 0.3 token (its SHA-256)."""
+        """The key a URL's token names: ``<digest><secret>``, or a 43-character token of an earlier 0.3 build (its SHA-256)."""
         if len(token) == 75 and _DIGEST.match(token[:32]):
             return cls(REPORT_PREFIX + token[:32], _sha256(token[32:]))
         if len(token) == 43:

@@ -41,7 +41,7 @@ from airflow_octorpa.callbacks.reports import (
 )
 from airflow_octorpa.callbacks.token import CALLBACK_PATH, ROUTE_PREFIX, HiddenToken
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}([A-Za-z0-9_-]{32})?$")  # [digest (0.4)] + secrets.token_urlsafe(32)
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}([A-Za-z0-9_-]{32})?$")  # [task instance digest] + secrets.token_urlsafe(32)
 _BLANK = "***"
 
 

@@ -3,8 +3,8 @@ reports) once the run ends, sweeps what earlier ends left (:mod:`airflow_octorpa
 and publishes which pools count deferred tasks for Airflow 3's workers (:mod:`airflow_octorpa.pool_facts`).
 
 Once a DAG run has ended no try of its tasks can follow (a clear is a new trigger, with a new
-generation), so its records can go. The listener runs in the scheduler, inside the transaction
-that ends the run, under a savepoint: a failure of its own never aborts the scheduler's work.
+generation), so its records can go. The listener runs in the scheduler as the run ends; its
+chores run in a transaction of their own, so that a failure of theirs never aborts the scheduler's.
 """
 
 from __future__ import annotations
@@ -20,22 +20,27 @@ from airflow.plugins_manager import AirflowPlugin
 log = logging.getLogger(__name__)
 
 
-def _in_the_runs_session(dag_run: Any, work: Callable[[Any], None], what: str) -> None:
-    """Run ``work`` in the transaction that changed the run (the scheduler's), else in its own."""
-    from sqlalchemy.orm import object_session
+def _in_own_transaction(dag_run: Any, work: Callable[[Any], None], what: str) -> None:
+    """Run ``work`` so that its failure never touches the scheduler's transaction, and log it.
+
+    A transaction of its own, on a new session: on PostgreSQL a failed statement would abort the
+    scheduler's whole transaction, and a savepoint there trips Airflow's guard against commits in
+    the scheduler ("UNEXPECTED COMMIT"). On SQLite a second connection would wait on the scheduler's
+    own write lock, so there it runs in the run's session: SQLite undoes a failed statement alone.
+    """
+    from sqlalchemy.orm import Session, object_session
 
     try:
         session = object_session(dag_run)
-        if session is None:
-            from airflow.utils.session import create_session
+        if session is not None and session.get_bind().dialect.name == "sqlite":
+            work(session)
+            return
+        from airflow import settings
 
-            with create_session() as own_session:
-                work(own_session)
-        elif session.get_bind().dialect.name == "sqlite":
-            work(session)  # SQLite undoes a failed statement alone; pysqlite's savepoints are unreliable
-        else:
-            with session.begin_nested():  # on PostgreSQL a failed statement would abort the whole transaction
-                work(session)
+        bind: Any = session.get_bind() if session is not None else settings.engine
+        # Not create_session(): in the scheduler's thread that is the scheduler's own scoped session.
+        with Session(bind=bind) as own, own.begin():
+            work(own)
     except Exception:  # Airflow 2 does not catch a listener's error: it would stop the scheduler's loop
         log.warning("Could not %s for %s.", what, dag_run, exc_info=True)
 
@@ -47,7 +52,7 @@ def _forget(dag_run: Any) -> None:
         if forgotten := forget_dag_run(dag_run.dag_id, dag_run.run_id, session):
             log.info("Removed %d Octopus RPA record(s) of %s, which has ended.", forgotten, dag_run)
 
-    _in_the_runs_session(dag_run, forget, "remove the Octopus RPA records")
+    _in_own_transaction(dag_run, forget, "remove the Octopus RPA records")
     try:
         sweep_soon()
     except Exception:  # noqa: BLE001 - a sweep is a background chore; the next run's end tries again
@@ -61,33 +66,45 @@ def _publish_pools(dag_run: Any) -> None:
         if publish_pool_facts(session):
             log.info("Published which pools count deferred tasks, for the Octopus RPA provider's tasks.")
 
-    _in_the_runs_session(dag_run, publish, "publish the pools for the Octopus RPA provider")
+    _in_own_transaction(dag_run, publish, "publish the pools for the Octopus RPA provider")
 
 
 def _note_started_runs(dag_run: Any) -> None:
     """A DAG run that ended while trigger tasks held their slots (``dagrun_timeout`` skips them, a
-    run marked failed fails them) leaves tasks whose runs started: a note on each says so."""
-    from airflow.models.taskinstance import TaskInstance
-    from sqlalchemy import select
+    run marked failed fails them) leaves tasks whose runs started: a note on each says so. The
+    records are read apart; the notes join the scheduler's own write of those task instances."""
+    from sqlalchemy.orm import object_session
 
     from airflow_octorpa.call_record import started_calls_of_dag_run
 
-    def note(session: Any) -> None:
-        started = started_calls_of_dag_run(dag_run, session)
-        if not started:
-            return
-        tis = session.scalars(
-            select(TaskInstance).where(TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id)
-        )
-        for ti in tis:
-            record = started.get((ti.task_id, ti.map_index))
-            if record is None or ti.state == "success":
-                continue
-            text = _started_note(record, str(ti.state))
-            ti.note = f"{ti.note}\n\n{text}" if ti.note else text
-            log.warning("%s (%s)", text, ti)
+    started: dict[tuple[str, int], dict[str, Any]] = {}
+    _in_own_transaction(dag_run, lambda own: started.update(started_calls_of_dag_run(dag_run, own)), "read the calls")
+    if not started:
+        return
+    session = object_session(dag_run)
+    if session is None:
+        _in_own_transaction(dag_run, lambda own: _write_notes(dag_run, started, own), "note the runs that started")
+        return
+    try:
+        _write_notes(dag_run, started, session)
+    except Exception:  # noqa: BLE001 - Airflow 2 does not catch a listener's error
+        log.warning("Could not note the Octopus RPA runs that started for %s.", dag_run, exc_info=True)
 
-    _in_the_runs_session(dag_run, note, "note the Octopus RPA runs that started")
+
+def _write_notes(dag_run: Any, started: dict[tuple[str, int], dict[str, Any]], session: Any) -> None:
+    from airflow.models.taskinstance import TaskInstance
+    from sqlalchemy import select
+
+    tis = session.scalars(
+        select(TaskInstance).where(TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id)
+    )
+    for ti in tis:
+        record = started.get((ti.task_id, ti.map_index))
+        if record is None or ti.state == "success":
+            continue
+        text = _started_note(record, str(ti.state))
+        ti.note = f"{ti.note}\n\n{text}" if ti.note else text
+        log.warning("%s (%s)", text, ti)
 
 
 def _started_note(record: dict[str, Any], state: str) -> str:

@@ -300,7 +300,7 @@ def test_mapped_waits_hold_no_rate_limit_slot_and_bad_reports_change_nothing(sca
 
     scaled_emulator.state.reset()
     scaled_emulator.state.put_webhook(
-        WebhookSpec.reporting_app("callback-app", ORDER_SECRET, after=40, outputs={"waybill": "SF-P"})
+        WebhookSpec.reporting_app("callback-app", ORDER_SECRET, after=30, outputs={"waybill": "SF-P"})
     )
     cluster.wait_for_dags("octorpa_wait_pooled")
     cluster.trigger("octorpa_wait_pooled", "pooled", {})

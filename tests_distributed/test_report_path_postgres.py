@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import tempfile
 import uuid
 from pathlib import Path
@@ -155,5 +156,6 @@ def test_reports_postgresql_cannot_carry_are_refused_and_the_waits_still_end(dep
         assert "Could not load provider module" not in log.read_text(errors="replace"), log
     # The listener's chores (records, pools) ran outside the scheduler's transaction, and none failed.
     scheduler = (cluster.home / "component-logs" / "scheduler.log").read_text(errors="replace")
-    assert "Could not" not in scheduler and "UNEXPECTED COMMIT" not in scheduler, scheduler[-3000:]
+    failed = re.findall(r"Could not [^\n]*Octopus RPA[^\n]*", scheduler)  # the chores' own warnings
+    assert failed == [] and "UNEXPECTED COMMIT" not in scheduler, failed[:3]
     assert "Published which pools count deferred tasks" in scheduler

@@ -78,12 +78,16 @@ def _note_started_runs(dag_run: Any) -> None:
     from airflow_octorpa.call_record import started_calls_of_dag_run
 
     started: dict[tuple[str, int], dict[str, Any]] = {}
-    _in_own_transaction(dag_run, lambda own: started.update(started_calls_of_dag_run(dag_run, own)), "read the calls")
+    _in_own_transaction(
+        dag_run, lambda own: started.update(started_calls_of_dag_run(dag_run, own)), "read the Octopus RPA calls"
+    )
     if not started:
         return
     session = object_session(dag_run)
     if session is None:
-        _in_own_transaction(dag_run, lambda own: _write_notes(dag_run, started, own), "note the runs that started")
+        _in_own_transaction(
+            dag_run, lambda own: _write_notes(dag_run, started, own), "note the Octopus RPA runs that started"
+        )
         return
     try:
         _write_notes(dag_run, started, session)

@@ -484,3 +484,47 @@ def test_loading_the_plugin_imports_neither_the_webservers_app_nor_its_csrf():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _wait_after(dag_id: str, change_record, retries: int = 0):
+    """trigger >> a task that changes the call's record (``change_record(Variable, key)``) >> wait."""
+    from airflow.providers.common.compat.sdk import DAG, Variable, task
+
+    @task
+    def change(run: dict):
+        change_record(Variable, ReportKey.parse(run["report_key"]))
+
+    with DAG(dag_id, schedule=None, start_date=START) as dag:
+        trigger = OctoRpaTriggerOperator(task_id="trigger", app_params={"订单号": dag_id}, callback=True)
+        wait = OctoRpaRunSensor(task_id="wait", run=trigger.output, timeout=60, poll_interval=1, retries=retries)
+        change(trigger.output) >> wait
+    return run_dag(dag)
+
+
+def test_a_record_gone_during_the_wait_fails_it_without_inviting_a_second_run(
+    reporting_app, monkeypatch, capfd, caplog
+):
+    from airflow_octorpa.triggers import report as report_trigger
+
+    monkeypatch.setattr(report_trigger, "MISSING_GRACE_SECONDS", 1.0)
+    reporting_app(fault="never")
+    dag_run = _wait_after("cb_gone", lambda variable, key: variable.delete(key.variable), retries=2)
+    assert task_states(dag_run)[("wait", -1)] == "failed"
+    assert _try_number(dag_run, "wait") == 1  # gone is final: the worker confirmed it, retries cannot help
+    if TASK_ERRORS_PRINTED:
+        out = "".join(capfd.readouterr()) + caplog.text
+        assert "No record awaits a report" in out and "before clearing the trigger task" in out
+        assert "Clear the trigger task to start the app again" not in out
+
+
+def test_a_record_that_cannot_be_read_is_not_taken_for_gone(reporting_app, monkeypatch, capfd, caplog):
+    from airflow_octorpa.triggers import report as report_trigger
+
+    monkeypatch.setattr(report_trigger, "MISSING_GRACE_SECONDS", 1.0)
+    reporting_app(fault="never")
+    dag_run = _wait_after("cb_unreadable", lambda variable, key: variable.set(key.variable, "not JSON"))
+    assert task_states(dag_run)[("wait", -1)] == "failed"
+    if TASK_ERRORS_PRINTED:
+        out = "".join(capfd.readouterr()) + caplog.text
+        assert "report record cannot be read" in out and "fernet_key" in out
+        assert "do not clear the trigger task" in out and "No record awaits a report" not in out

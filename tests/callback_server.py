@@ -13,6 +13,29 @@ from contextlib import contextmanager
 from airflow_cluster import free_port
 from airflow_helpers import AIRFLOW_V_3
 
+_NESTED = b'{"status": "succeeded", "outputs": {"a": ' + b"[" * 600 + b"]" * 600 + b"}}"
+# Reports a Variable, a trigger, an XCom or PostgreSQL's JSONB could not carry: the route answers
+# each with 400 (requests' keyword arguments; "method" defaults to POST).
+BAD_REPORTS: dict[str, dict] = {
+    "nested 600 deep": {"data": _NESTED, "headers": {"Content-Type": "application/json"}},
+    "U+0000 in a key": {"json": {"status": "succeeded", "outputs": {"a\u0000b": 1}}},
+    "U+0000 in a value": {"json": {"status": "succeeded", "outputs": {"a": "x\u0000y"}}},
+    "U+0000 in the message (GET)": {"method": "GET", "params": {"status": "failed", "message": "a\u0000b"}},
+    "many keys": {"json": {"status": "succeeded", "outputs": {f"k{i}": i for i in range(2500)}}},
+    "a very long key": {"json": {"status": "succeeded", "outputs": {"k" * 5000: 1}}},
+}
+
+
+def send_bad_reports(url: str) -> dict[str, int]:
+    """Each of :data:`BAD_REPORTS` sent to ``url``: its HTTP status, by name."""
+    import requests
+
+    answers = {}
+    for what, kwargs in BAD_REPORTS.items():
+        kwargs = dict(kwargs)
+        answers[what] = requests.request(kwargs.pop("method", "POST"), url, timeout=30, **kwargs).status_code
+    return answers
+
 
 @contextmanager
 def report_route() -> Iterator[str]:

@@ -18,6 +18,7 @@ import pytest
 import requests
 from airflow_cluster import OTHER_CLOCK, AirflowCluster, can_run_on_other_clock, component, kill, pids_whose
 from airflow_helpers import AIRFLOW_V_3, AIRFLOW_VERSION
+from callback_server import BAD_REPORTS, send_bad_reports
 from conftest import ORDER_SECRET, ORDER_WEBHOOK
 from fault_load import run_fault_load
 from limits_check import SCALED_LIMITS, min_gap, scaled_emulator, within
@@ -306,15 +307,7 @@ def test_mapped_waits_hold_no_rate_limit_slot_and_bad_reports_change_nothing(sca
     cluster.trigger("octorpa_wait_pooled", "pooled", {})
     cluster.wait_for(lambda: len(_callback_urls(scaled_emulator)) == 5, 180, "the five mapped calls")
     url = _callback_urls(scaled_emulator)[0]
-    nested = b'{"status": "succeeded", "outputs": {"a": ' + b"[" * 600 + b"]" * 600 + b"}}"
-    bad = [
-        {"data": nested, "headers": {"Content-Type": "application/json"}},
-        {"json": {"status": "succeeded", "outputs": {"a\u0000b": 1}}},
-        {"json": {"status": "succeeded", "outputs": {"a": "x\u0000"}}},
-        {"json": {"status": "succeeded", "outputs": {f"k{i}": i for i in range(3000)}}},
-        {"json": {"status": "succeeded", "outputs": {"k" * 300: 1}}},
-    ]
-    assert [requests.post(url, timeout=30, **kwargs).status_code for kwargs in bad] == [400] * len(bad)
+    assert send_bad_reports(url) == dict.fromkeys(BAD_REPORTS, 400)
     assert cluster.wait_for_run("octorpa_wait_pooled", "pooled", timeout=300) == "success", cluster.log_tail()
     waited = cluster.xcom_values("octorpa_wait_pooled", "pooled", "wait")
     assert sorted(waited) == list(range(5)) and all(v["outputs"] == {"waybill": "SF-P"} for v in waited.values())

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import celery_deployment  # noqa: F401 - puts tests/ on the path, as for test_celery.py
 import pytest
-import requests
 from airflow_cluster import AirflowCluster
 from airflow_helpers import AIRFLOW_VERSION
+from callback_server import BAD_REPORTS, send_bad_reports
 from conftest import ORDER_SECRET
 from limits_check import SCALED_LIMITS, scaled_emulator
 
@@ -32,15 +32,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
-NESTED = b'{"status": "succeeded", "outputs": {"a": ' + b"[" * 600 + b"]" * 600 + b"}}"
-BAD_REPORTS = {
-    "nested 600 deep": {"data": NESTED, "headers": {"Content-Type": "application/json"}},
-    "U+0000 in a key": {"json": {"status": "succeeded", "outputs": {"a\u0000b": 1}}},
-    "U+0000 in a value": {"json": {"status": "succeeded", "outputs": {"a": "x\u0000y"}}},
-    "U+0000 in the message (GET)": {"method": "GET", "params": {"status": "failed", "message": "a\u0000b"}},
-    "many keys": {"json": {"status": "succeeded", "outputs": {f"k{i}": i for i in range(2500)}}},
-    "a very long key": {"json": {"status": "succeeded", "outputs": {"k" * 5000: 1}}},
-}
 
 
 @pytest.fixture(scope="module")
@@ -127,10 +118,7 @@ def test_reports_postgresql_cannot_carry_are_refused_and_the_waits_still_end(dep
     url = emulator.state.snapshot("runs")[0]["params"]["airflow_callback_url"]
     cluster.wait_for(lambda: len(_report_rows(cluster, fernet)) == 2, 60, "the call's registration")
     before = _report_rows(cluster, fernet)
-    for what, kwargs in BAD_REPORTS.items():
-        kwargs = dict(kwargs)
-        answer = requests.request(kwargs.pop("method", "POST"), url, timeout=30, **kwargs)
-        assert answer.status_code == 400 and answer.json()["accepted"] is False, (what, answer.text)
+    assert send_bad_reports(url) == dict.fromkeys(BAD_REPORTS, 400)
     assert _report_rows(cluster, fernet) == before  # nothing stored, no row created
     assert [r["status"] for k, r in before.items() if k != stray] == ["waiting"]
 

@@ -238,5 +238,6 @@ def test_a_pool_that_does_not_exist_is_named_in_the_task_log(emulator, order_con
     dag_run = run_dag(dag)
     out = "".join(capfd.readouterr()) + caplog.text
     assert task_states(dag_run) == {("nowhere", -1): "success", ("pooled", -1): "success"}
-    assert out.count("does not exist. Under a scheduler this task waits in 'scheduled' for ever") == 1, out[-3000:]
-    assert "The pool 'no_such_pool' does not exist" in out and "airflow pools import" in out
+    # Captured output may hold a log line twice (stdout and caplog): what counts is which pool is named.
+    assert "The pool 'no_such_pool' does not exist. Under a scheduler this task waits in 'scheduled'" in out
+    assert "The pool 'octorpa' does not exist" not in out and "airflow pools import" in out

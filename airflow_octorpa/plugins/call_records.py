@@ -26,18 +26,25 @@ def _in_own_transaction(dag_run: Any, work: Callable[[Any], None], what: str) ->
     A transaction of its own, on a new session: on PostgreSQL a failed statement would abort the
     scheduler's whole transaction, and a savepoint there trips Airflow's guard against commits in
     the scheduler ("UNEXPECTED COMMIT"). On SQLite a second connection would wait on the scheduler's
-    own write lock, so there it runs in the run's session: SQLite undoes a failed statement alone.
+    own write lock (stalling it up to the busy timeout), so there it runs on this thread's own
+    connection, as before: SQLite undoes a failed statement alone.
     """
     from sqlalchemy.orm import Session, object_session
 
     try:
-        session = object_session(dag_run)
-        if session is not None and session.get_bind().dialect.name == "sqlite":
-            work(session)
-            return
         from airflow import settings
 
+        session = object_session(dag_run)
         bind: Any = session.get_bind() if session is not None else settings.engine
+        if bind.dialect.name == "sqlite":
+            if session is not None:
+                work(session)
+                return
+            from airflow.utils.session import create_session
+
+            with create_session() as scoped:  # this thread's own connection, never a second one
+                work(scoped)
+            return
         # Not create_session(): in the scheduler's thread that is the scheduler's own scoped session.
         with Session(bind=bind) as own, own.begin():
             work(own)

@@ -9,7 +9,15 @@ from airflow.providers.common.compat.sdk import DAG, task
 from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
 from airflow_octorpa.sensors.octorpa import OctoRpaRunSensor
 
-with DAG(dag_id="octorpa_wait", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+# A retry for the infrastructure, every task: Airflow 3.0's executor may start a task whose state has
+# moved on (409 on start) on a busy machine. A retried trigger task never calls twice (its record).
+with DAG(
+    dag_id="octorpa_wait",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=2)},
+):
     trigger = OctoRpaTriggerOperator(
         task_id="trigger",
         octorpa_conn_id="octorpa_callbacks",

@@ -3,7 +3,7 @@ suggests for trigger tasks: the waits must hold none of its slots while a later 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.providers.common.compat.sdk import DAG
 
@@ -15,7 +15,9 @@ with DAG(
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    default_args={"pool": "octorpa"},
+    # A retry for the infrastructure, every task: Airflow 3.0's executor may start a task whose state
+    # has moved on (409 on start) on a busy machine. A retried trigger task never calls twice.
+    default_args={"pool": "octorpa", "retries": 1, "retry_delay": timedelta(seconds=2)},
 ):
     started = OctoRpaTriggerOperator.partial(
         task_id="trigger", octorpa_conn_id="octorpa_callbacks", callback=True

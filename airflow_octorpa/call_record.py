@@ -376,8 +376,13 @@ def record_store(context: Any) -> RecordStore | None:
     ti = context.get("ti")
     if ti is None or not getattr(ti, "run_id", None):
         return None
+    return VariableRecords(ti.dag_id, ti.run_id, ti.task_id, map_index_of(ti))
+
+
+def map_index_of(ti: Any) -> int:
+    """A task instance's map index (-1 when not mapped, or when the context gives none)."""
     map_index = getattr(ti, "map_index", -1)
-    return VariableRecords(ti.dag_id, ti.run_id, ti.task_id, map_index if isinstance(map_index, int) else -1)
+    return map_index if isinstance(map_index, int) else -1
 
 
 def _differ(recorded: Any, current: Any) -> bool:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowTaskTimeout, BaseOperator, conf
 
 from airflow_octorpa import metrics
-from airflow_octorpa.call_record import STARTED, CallLedger, CallRecord
+from airflow_octorpa.call_record import STARTED, CallLedger, CallRecord, map_index_of
 from airflow_octorpa.callbacks.token import DEFAULT_CALLBACK_PARAM
 from airflow_octorpa.exceptions import (
     CallOutcome,
@@ -339,7 +339,7 @@ class OctoRpaTriggerOperator(BaseOperator):
                 "callback=True needs an Airflow task instance to keep the run's report for: run the operator "
                 "in a DAG (dag.test(), airflow dags test or a scheduler). Nothing was sent."
             )
-        callback = new_callback(base, ti.dag_id, ti.run_id, ti.task_id, _map_index(ti))
+        callback = new_callback(base, ti.dag_id, ti.run_id, ti.task_id, map_index_of(ti))
         mask_secret(callback.url)
         return callback
 
@@ -350,7 +350,7 @@ class OctoRpaTriggerOperator(BaseOperator):
 
         ti = context.get("ti")
         try:
-            register(callback.key, ti.dag_id, ti.run_id, ti.task_id, _map_index(ti))  # type: ignore[union-attr]
+            register(callback.key, ti.dag_id, ti.run_id, ti.task_id, map_index_of(ti))  # type: ignore[union-attr]
         except Exception as err:
             raise OctoRpaCallRecordError(
                 f"Could not register the call's callback before sending it ({type(err).__name__}), so it was not "
@@ -552,11 +552,6 @@ class OctoRpaTriggerOperator(BaseOperator):
                 timeout = fired
         if timeout is not None:
             raise timeout
-
-
-def _map_index(ti: Any) -> int:
-    map_index = getattr(ti, "map_index", -1)
-    return map_index if isinstance(map_index, int) else -1
 
 
 def _failure(state: Any) -> BaseException | None:

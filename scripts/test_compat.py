@@ -36,8 +36,9 @@ EXTRA_PINS = {
 }
 # Hook, operator through dag.test(), faults, example DAGs, registration, bad input, callbacks, the
 # real-components burst and the killed task process. Tests that need one version's feature skip
-# themselves elsewhere. The dag.test() suites of two versions run at once (they mostly wait out slot
-# holds); the real-components tests (SCHEDULER_TESTS), whose timing matters, run one version at a time.
+# themselves elsewhere. The dag.test() suites of all versions run at once (each uses about half a core:
+# they mostly wait out slot holds and CLI processes); the real-components tests (SCHEDULER_TESTS),
+# whose timing matters, run one version at a time.
 TESTS = (
     "tests/test_signing.py",
     "tests/test_hook.py",
@@ -161,7 +162,7 @@ def main() -> int:
     # Installing is mostly waiting on downloads and unpacking: two at a time.
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(ensure_venv, args.versions))
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=len(args.versions)) as pool:
         runs = pool.map(lambda version: run_suite(version, TESTS, pytest_args), args.versions)
         dag_tests = dict(zip(args.versions, runs, strict=True))
     results = {}

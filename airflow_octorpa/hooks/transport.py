@@ -158,3 +158,28 @@ def request_was_sent(attempt: SendAttempt, err: BaseException) -> bool:
     # A refused connection or a failed DNS look-up (NameResolutionError is a NewConnectionError).
     # An SSLError is not here: unobserved, it may come from reading the answer.
     return not isinstance(reason, NewConnectionError)
+
+
+def post_once(session: requests.Session, url: str, data: bytes, timeout: float, conn_id: str) -> requests.Response:
+    """POST ``data`` once; a failed exchange says whether the request may have reached the service."""
+    from airflow_octorpa.exceptions import OctoRpaTransportError
+
+    with watched_attempt() as attempt:
+        try:
+            return session.post(url, data=data, timeout=timeout, allow_redirects=False)
+        except Exception as err:
+            del data  # the signed body, out of the traceback's locals
+            # Only a failure before the request's first byte proves it never left; anything later
+            # (a read timeout, a reset, a TLS error while reading the answer) may have started a run.
+            sent = request_was_sent(attempt, err)
+            raise OctoRpaTransportError(
+                f"Calling the Octopus RPA webhook (connection {conn_id!r}) failed: {type(err).__name__}. "
+                + (
+                    "The request may have reached the service, so the app may have started: check "
+                    "the Octopus RPA console before triggering again."
+                    if sent
+                    else "The request never left this machine, so nothing was started: check the URL, "
+                    "the network and any proxy, then retry."
+                ),
+                request_sent=sent,
+            ) from None

@@ -11,7 +11,7 @@ Where it is kept: Airflow 3.3's task state store, scoped to the DAG run, task an
 surviving retries and clearing alike. Before 3.3 there is none, so the record is an Airflow
 Variable keyed by DAG, run, task and map index (:class:`VariableRecords`, :func:`variable_key`);
 the provider's listener removes a run's Variables once the DAG run ends
-(:func:`airflow_octorpa.run_records.forget_dag_run`).
+(:func:`airflow_octorpa.storage.forget_dag_run`).
 
 A clear is a deliberate new trigger, so each record carries the task instance's *generation*: its
 ``max_tries`` as the scheduler set it, and its DAG run's ``clear_number``. Retries leave both alone;
@@ -32,22 +32,22 @@ reads nothing confirms it (:meth:`VariableRecords.read`) before it may send.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import secrets
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+from airflow_octorpa.storage import (
+    RECORD_KEY,
+    RecordStore,
+    TaskStateRecords,
+    VariableRecords,
+)
 
 if TYPE_CHECKING:
     from logging import Logger
 
     from airflow.sdk.types import Logger as TaskLogger
-
-RECORD_KEY = "octorpa_call"
-# Variables holding records (Airflow before 3.3): "octorpa_call.<dag_id>.<hash of run, task, map index>".
-VARIABLE_PREFIX = RECORD_KEY + "."
-_MAX_DAG_ID_IN_KEY = 180  # Airflow limits a Variable's key to 250 characters
 
 SENDING, STARTED, UNKNOWN = "sending", "started", "unknown"
 
@@ -72,137 +72,6 @@ class CallRecord:
         return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.sent_at))
 
 
-class RecordStore(Protocol):
-    """Where a task instance's record lives; ``write`` raises when the record could not be kept."""
-
-    def read(self) -> Any | None: ...
-
-    def write(self, value: dict[str, Any]) -> None: ...
-
-    def erase(self) -> None: ...
-
-
-class TaskStateRecords:
-    """The record in Airflow 3.3's task state store."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def read(self) -> Any | None:
-        return self._store.get(RECORD_KEY)
-
-    def write(self, value: dict[str, Any]) -> None:
-        from airflow.sdk.execution_time.context import NEVER_EXPIRE
-
-        # Never expire: a record that vanished would let a late retry trigger a second run.
-        self._store.set(RECORD_KEY, value, retention=NEVER_EXPIRE)
-
-    def erase(self) -> None:
-        self._store.delete(RECORD_KEY)
-
-
-class VariableRecords:
-    """The record in an Airflow Variable, where no task state store exists (Airflow 2.11 to 3.2).
-
-    The Variable also names its DAG run, so that a sweep (:mod:`airflow_octorpa.run_records`) can
-    tell when its run has ended. The Task SDK's ``Variable.set`` logs a failed write instead of
-    raising, so every write is read back: a record that did not land must stop the call before it
-    is sent.
-    """
-
-    def __init__(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> None:
-        self._run = {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index}
-        self.key = variable_key(dag_id, run_id, task_id, map_index)
-
-    def read(self) -> Any | None:
-        """The record, or None once its absence is confirmed; raises when it cannot tell.
-
-        ``Variable.get`` gives None for a failed read too. So a None is confirmed: a probe Variable
-        written and read back proves that the path to the metadata database answers right now,
-        and a second read then speaks for the record. A failed probe raises: nothing may be sent.
-        """
-        text = self._get(self.key)
-        if text is None:
-            self._probe()
-            text = self._get(self.key)
-        if text is None:
-            return None
-        try:
-            stored = json.loads(text)
-        except (TypeError, ValueError):
-            return text  # unreadable: the ledger treats it as an unknown outcome
-        return stored.get("record", stored) if isinstance(stored, dict) else stored
-
-    @staticmethod
-    def _get(key: str) -> str | None:
-        from airflow.providers.common.compat.sdk import Variable
-
-        return Variable.get(key, None)
-
-    def _probe(self) -> None:
-        confirm_variables_answer(self.key + PROBE_SUFFIX, self._run, self.key)
-
-    def write(self, value: dict[str, Any]) -> None:
-        from airflow.providers.common.compat.sdk import Variable
-
-        Variable.set(self.key, json.dumps({**self._run, "record": value}), description=_VARIABLE_DESCRIPTION)
-        if self.read() != value:
-            raise RuntimeError(f"the Airflow Variable {self.key!r} could not be written")
-
-    def erase(self) -> None:
-        from airflow.providers.common.compat.sdk import Variable
-
-        Variable.delete(self.key)
-
-
-PROBE_SUFFIX = ".probe"
-
-
-def confirm_variables_answer(probe_key: str, names_run: dict[str, Any], about: str) -> None:
-    """Raise :class:`RecordUnreadableError` unless a probe Variable written now reads back: then a
-    read that found nothing (``about``) speaks for the record. The probe names its DAG run, so that
-    the run's clean-up removes it if it stays."""
-    from airflow.providers.common.compat.sdk import Variable
-
-    value = json.dumps({**names_run, "probe": secrets.token_hex(16)})
-    Variable.set(probe_key, value, description=_VARIABLE_DESCRIPTION)
-    answered = Variable.get(probe_key, None)
-    try:
-        Variable.delete(probe_key)
-    except Exception:  # noqa: BLE001 - a probe left behind is removed with its run
-        pass
-    if answered != value:
-        raise RecordUnreadableError(
-            f"the Airflow Variable {about!r} read as missing, and a probe Variable written beside it did not "
-            "read back, so the metadata database (or on Airflow 3 the API server) is not answering"
-        )
-
-
-class RecordUnreadableError(RuntimeError):
-    """Whether a record exists could not be told."""
-
-
-_VARIABLE_DESCRIPTION = (
-    "airflow-provider-octorpa: the state of one task's webhook call, so that its retries never start "
-    "the app twice. Removed when its DAG run ends; do not edit."
-)
-
-
-def variable_key(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
-    """The Variable holding a task instance's record.
-
-    Airflow 3.0's execution API takes no ``/`` in a Variable's key, and a run id may hold any
-    character, so the run, task and map index are hashed; the DAG id (letters, digits, ``.-_``)
-    is kept so that the Variables list shows whose records they are. The value names them all.
-    """
-    return f"{VARIABLE_PREFIX}{dag_id[:_MAX_DAG_ID_IN_KEY]}.{ti_digest(dag_id, run_id, task_id, map_index)}"
-
-
-def ti_digest(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
-    """A task instance's short digest, for Variable keys (no ``/``, which a run id may hold)."""
-    return hashlib.sha256(json.dumps([dag_id, run_id, task_id, map_index]).encode()).hexdigest()[:32]
-
-
 def started_calls_of_dag_run(dag_run: Any, session: Any) -> dict[tuple[str, int], dict[str, Any]]:
     """The started runs that a DAG run's trigger tasks recorded, by (task id, map index).
 
@@ -211,7 +80,7 @@ def started_calls_of_dag_run(dag_run: Any, session: Any) -> dict[tuple[str, int]
     """
     from sqlalchemy import select
 
-    from airflow_octorpa.run_records import call_records_of_run
+    from airflow_octorpa.storage import call_records_of_run
 
     found: dict[tuple[str, int], dict[str, Any]] = {}
     for task_id, map_index, stored in call_records_of_run(dag_run.dag_id, dag_run.run_id, session):

@@ -11,70 +11,25 @@ left: records whose DAG run is gone, or ended more than ``[octorpa] record_reten
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_octorpa.call_record import PROBE_SUFFIX, VARIABLE_PREFIX, ti_digest, variable_key
-from airflow_octorpa.callbacks.reports import CLAIM_SUFFIX, REPORT_PREFIX
+from airflow_octorpa.storage import (
+    REPORT_PREFIX,
+    VARIABLE_PREFIX,
+    chunks,
+    json_object,
+    value_or_none,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION_SECONDS = 86400.0
 DEFAULT_SWEEP_INTERVAL_SECONDS = 3600.0
-_IN_CHUNK = 500  # keys per IN (...): well under every database's bound on parameters
 _ENDED = ("success", "failed")
-
-
-def ti_keys(dag_id: str, run_id: str, task_id: str, map_index: int) -> list[str]:
-    """The Variables a task instance may keep."""
-    call = variable_key(dag_id, run_id, task_id, map_index)
-    report = REPORT_PREFIX + ti_digest(dag_id, run_id, task_id, map_index)
-    return [call, call + PROBE_SUFFIX, report, report + CLAIM_SUFFIX]
-
-
-def _task_instances(dag_id: str, run_id: str, session: Any) -> list[tuple[str, int]]:
-    from airflow.models.taskinstance import TaskInstance
-    from sqlalchemy import select
-
-    query = select(TaskInstance.task_id, TaskInstance.map_index).where(
-        TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id
-    )
-    return [(task_id, map_index) for task_id, map_index in session.execute(query)]
-
-
-def _chunks(keys: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(keys), _IN_CHUNK):
-        yield keys[start : start + _IN_CHUNK]
-
-
-def forget_dag_run(dag_id: str, run_id: str, session: Any) -> int:
-    """Delete the Variables of a DAG run's task instances (the run has ended); how many there were."""
-    from airflow.models.variable import Variable
-    from sqlalchemy import delete
-
-    table = Variable.__table__
-    keys = [key for ti in _task_instances(dag_id, run_id, session) for key in ti_keys(dag_id, run_id, *ti)]
-    return sum(session.execute(delete(table).where(table.c.key.in_(chunk))).rowcount or 0 for chunk in _chunks(keys))
-
-
-def call_records_of_run(dag_id: str, run_id: str, session: Any) -> list[tuple[str, int, dict[str, Any]]]:
-    """The call records (Variables) of a DAG run's task instances, as (task id, map index, value)."""
-    from airflow.models.variable import Variable
-    from sqlalchemy import select
-
-    by_key = {variable_key(dag_id, run_id, *ti): ti for ti in _task_instances(dag_id, run_id, session)}
-    found = []
-    for chunk in _chunks(list(by_key)):
-        for row in session.scalars(select(Variable).where(Variable.key.in_(chunk))):
-            stored = _json_object(row.val)
-            if stored is not None:
-                found.append((*by_key[row.key], stored))
-    return found
 
 
 @dataclass(frozen=True)
@@ -107,7 +62,7 @@ def sweep(session: Any, retention_seconds: float | None = None, now: float | Non
     by_run: dict[tuple[str, str], list[str]] = {}
     unreadable = 0
     for row in rows:
-        stored = _json_object(_value_or_none(row))
+        stored = json_object(value_or_none(row))
         if stored is None or not stored.get("dag_id") or not stored.get("run_id"):
             unreadable += 1
             continue
@@ -135,7 +90,7 @@ def sweep(session: Any, retention_seconds: float | None = None, now: float | Non
                 kept += len(keys)
     table = Variable.__table__
     removed = sum(
-        session.execute(delete(table).where(table.c.key.in_(chunk))).rowcount or 0 for chunk in _chunks(doomed)
+        session.execute(delete(table).where(table.c.key.in_(chunk))).rowcount or 0 for chunk in chunks(doomed)
     )
     return SweepResult(removed, kept, unreadable)
 
@@ -177,18 +132,3 @@ def _sweep_in_own_session() -> None:
             log.info("Swept the Octopus RPA provider's records of ended runs: %s.", result)
     except Exception:  # noqa: BLE001 - the next sweep tries again; nothing depends on this one
         log.warning("Could not sweep the Octopus RPA provider's records of ended runs.", exc_info=True)
-
-
-def _value_or_none(row: Any) -> str | None:
-    try:
-        return row.val  # decrypted by Airflow
-    except Exception:  # noqa: BLE001 - another Fernet key: unreadable here
-        return None
-
-
-def _json_object(text: str | None) -> dict[str, Any] | None:
-    try:
-        stored = json.loads(text or "")
-    except (TypeError, ValueError):
-        return None
-    return stored if isinstance(stored, dict) else None

@@ -2,7 +2,7 @@
 records of other runs present, against the same end with none (``ratio = with / without``).
 
 A real DAG run (``dag.test()``, 20 mapped trigger-like tasks) in a private Airflow home on SQLite;
-then its end's clean-up (:func:`airflow_octorpa.run_records.forget_dag_run`, what the listener runs
+then its end's clean-up (:func:`airflow_octorpa.storage.forget_dag_run`, what the listener runs
 in the scheduler's transaction) is timed, best of 21, before and after 10,000 Variables of other
 runs are written: the call records, probes, reports and claims of 2,500 other task instances.
 """
@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "tests"))  # as benchmarks/rate_limit.py: the test
 def _end_seconds(dag_id: str, run_id: str) -> float:
     from airflow.utils.session import create_session
 
-    from airflow_octorpa.run_records import forget_dag_run
+    from airflow_octorpa.storage import forget_dag_run
 
     best = float("inf")
     for _ in range(21):
@@ -53,7 +53,7 @@ def main() -> int:
     from airflow.utils.session import create_session
     from airflow_helpers import run_dag
 
-    from airflow_octorpa.run_records import ti_keys
+    from airflow_octorpa.storage import ti_keys
 
     os.system(f"{Path(sys.executable).with_name('airflow')} db migrate > {HOME / 'migrate.log'} 2>&1")
 

@@ -20,9 +20,10 @@ from canned_server import CannedAnswer, canned_server
 from conftest import FAST_LIMITS, ORDER_SECRET, ORDER_WEBHOOK, connection_json
 from tls_server import tls_server
 
-from airflow_octorpa.call_record import STARTED, VARIABLE_PREFIX, CallLedger, record_store
+from airflow_octorpa.call_record import STARTED, CallLedger, record_store
 from airflow_octorpa.exceptions import CallOutcome, OctoRpaConfigurationError, OctoRpaTryLaterError
 from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
+from airflow_octorpa.storage import VARIABLE_PREFIX
 
 START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 

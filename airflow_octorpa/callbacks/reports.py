@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-REPORT_PREFIX = "octorpa_report."
-CLAIM_SUFFIX = ".end"
+from airflow_octorpa.storage import CLAIM_SUFFIX, REPORT_PREFIX, ti_digest
+
 WAITING, SUCCEEDED, FAILED, EXPIRED = "waiting", "succeeded", "failed", "expired"
 MAX_REPORT_BYTES = 64 * 1024
 MAX_MESSAGE_CHARS = 1000
@@ -46,8 +46,6 @@ _LEGACY_KEY = re.compile(r"^[0-9a-f]{64}$")  # earlier 0.3 builds: the key was t
 
 def report_key_of(dag_id: str, run_id: str, task_id: str, map_index: int, token_sha256: str) -> ReportKey:
     """Where a task instance's call keeps its report."""
-    from airflow_octorpa.call_record import ti_digest
-
     return ReportKey(REPORT_PREFIX + ti_digest(dag_id, run_id, task_id, map_index), token_sha256)
 
 

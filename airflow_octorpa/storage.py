@@ -1,0 +1,213 @@
+"""What the provider keeps in Airflow, in one place: the names of its Variables, the task state
+store (Airflow 3.3) and Variables (before) as record stores that read back what they write, and the
+per-run lookup that finds a DAG run's records by exact key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+RECORD_KEY = "octorpa_call"
+# Variables holding records (Airflow before 3.3): "octorpa_call.<dag_id>.<hash of run, task, map index>".
+VARIABLE_PREFIX = RECORD_KEY + "."
+_MAX_DAG_ID_IN_KEY = 180  # Airflow limits a Variable's key to 250 characters
+
+REPORT_PREFIX = "octorpa_report."  # a run's report: "octorpa_report.<ti digest>"
+CLAIM_SUFFIX = ".end"  # beside it, the claim of the wait's end
+_IN_CHUNK = 500  # keys per IN (...): well under every database's bound on parameters
+
+
+class RecordStore(Protocol):
+    """Where a task instance's record lives; ``write`` raises when the record could not be kept."""
+
+    def read(self) -> Any | None: ...
+
+    def write(self, value: dict[str, Any]) -> None: ...
+
+    def erase(self) -> None: ...
+
+
+class TaskStateRecords:
+    """The record in Airflow 3.3's task state store."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def read(self) -> Any | None:
+        return self._store.get(RECORD_KEY)
+
+    def write(self, value: dict[str, Any]) -> None:
+        from airflow.sdk.execution_time.context import NEVER_EXPIRE
+
+        # Never expire: a record that vanished would let a late retry trigger a second run.
+        self._store.set(RECORD_KEY, value, retention=NEVER_EXPIRE)
+
+    def erase(self) -> None:
+        self._store.delete(RECORD_KEY)
+
+
+class VariableRecords:
+    """The record in an Airflow Variable, where no task state store exists (Airflow 2.11 to 3.2).
+
+    The Variable also names its DAG run, so that a sweep (:mod:`airflow_octorpa.run_records`) can
+    tell when its run has ended. The Task SDK's ``Variable.set`` logs a failed write instead of
+    raising, so every write is read back: a record that did not land must stop the call before it
+    is sent.
+    """
+
+    def __init__(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> None:
+        self._run = {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index}
+        self.key = variable_key(dag_id, run_id, task_id, map_index)
+
+    def read(self) -> Any | None:
+        """The record, or None once its absence is confirmed; raises when it cannot tell.
+
+        ``Variable.get`` gives None for a failed read too. So a None is confirmed: a probe Variable
+        written and read back proves that the path to the metadata database answers right now,
+        and a second read then speaks for the record. A failed probe raises: nothing may be sent.
+        """
+        text = self._get(self.key)
+        if text is None:
+            self._probe()
+            text = self._get(self.key)
+        if text is None:
+            return None
+        try:
+            stored = json.loads(text)
+        except (TypeError, ValueError):
+            return text  # unreadable: the ledger treats it as an unknown outcome
+        return stored.get("record", stored) if isinstance(stored, dict) else stored
+
+    @staticmethod
+    def _get(key: str) -> str | None:
+        from airflow.providers.common.compat.sdk import Variable
+
+        return Variable.get(key, None)
+
+    def _probe(self) -> None:
+        confirm_variables_answer(self.key + PROBE_SUFFIX, self._run, self.key)
+
+    def write(self, value: dict[str, Any]) -> None:
+        from airflow.providers.common.compat.sdk import Variable
+
+        Variable.set(self.key, json.dumps({**self._run, "record": value}), description=_VARIABLE_DESCRIPTION)
+        if self.read() != value:
+            raise RuntimeError(f"the Airflow Variable {self.key!r} could not be written")
+
+    def erase(self) -> None:
+        from airflow.providers.common.compat.sdk import Variable
+
+        Variable.delete(self.key)
+
+
+PROBE_SUFFIX = ".probe"
+
+
+def confirm_variables_answer(probe_key: str, names_run: dict[str, Any], about: str) -> None:
+    """Raise :class:`RecordUnreadableError` unless a probe Variable written now reads back: then a
+    read that found nothing (``about``) speaks for the record. The probe names its DAG run, so that
+    the run's clean-up removes it if it stays."""
+    from airflow.providers.common.compat.sdk import Variable
+
+    value = json.dumps({**names_run, "probe": secrets.token_hex(16)})
+    Variable.set(probe_key, value, description=_VARIABLE_DESCRIPTION)
+    answered = Variable.get(probe_key, None)
+    try:
+        Variable.delete(probe_key)
+    except Exception:  # noqa: BLE001 - a probe left behind is removed with its run
+        pass
+    if answered != value:
+        raise RecordUnreadableError(
+            f"the Airflow Variable {about!r} read as missing, and a probe Variable written beside it did not "
+            "read back, so the metadata database (or on Airflow 3 the API server) is not answering"
+        )
+
+
+class RecordUnreadableError(RuntimeError):
+    """Whether a record exists could not be told."""
+
+
+_VARIABLE_DESCRIPTION = (
+    "airflow-provider-octorpa: the state of one task's webhook call, so that its retries never start "
+    "the app twice. Removed when its DAG run ends; do not edit."
+)
+
+
+def variable_key(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    """The Variable holding a task instance's record.
+
+    Airflow 3.0's execution API takes no ``/`` in a Variable's key, and a run id may hold any
+    character, so the run, task and map index are hashed; the DAG id (letters, digits, ``.-_``)
+    is kept so that the Variables list shows whose records they are. The value names them all.
+    """
+    return f"{VARIABLE_PREFIX}{dag_id[:_MAX_DAG_ID_IN_KEY]}.{ti_digest(dag_id, run_id, task_id, map_index)}"
+
+
+def ti_digest(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    """A task instance's short digest, for Variable keys (no ``/``, which a run id may hold)."""
+    return hashlib.sha256(json.dumps([dag_id, run_id, task_id, map_index]).encode()).hexdigest()[:32]
+
+
+def ti_keys(dag_id: str, run_id: str, task_id: str, map_index: int) -> list[str]:
+    """The Variables a task instance may keep."""
+    call = variable_key(dag_id, run_id, task_id, map_index)
+    report = REPORT_PREFIX + ti_digest(dag_id, run_id, task_id, map_index)
+    return [call, call + PROBE_SUFFIX, report, report + CLAIM_SUFFIX]
+
+
+def _task_instances(dag_id: str, run_id: str, session: Any) -> list[tuple[str, int]]:
+    from airflow.models.taskinstance import TaskInstance
+    from sqlalchemy import select
+
+    query = select(TaskInstance.task_id, TaskInstance.map_index).where(
+        TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id
+    )
+    return [(task_id, map_index) for task_id, map_index in session.execute(query)]
+
+
+def chunks(keys: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(keys), _IN_CHUNK):
+        yield keys[start : start + _IN_CHUNK]
+
+
+def forget_dag_run(dag_id: str, run_id: str, session: Any) -> int:
+    """Delete the Variables of a DAG run's task instances (the run has ended); how many there were."""
+    from airflow.models.variable import Variable
+    from sqlalchemy import delete
+
+    table = Variable.__table__
+    keys = [key for ti in _task_instances(dag_id, run_id, session) for key in ti_keys(dag_id, run_id, *ti)]
+    return sum(session.execute(delete(table).where(table.c.key.in_(chunk))).rowcount or 0 for chunk in chunks(keys))
+
+
+def call_records_of_run(dag_id: str, run_id: str, session: Any) -> list[tuple[str, int, dict[str, Any]]]:
+    """The call records (Variables) of a DAG run's task instances, as (task id, map index, value)."""
+    from airflow.models.variable import Variable
+    from sqlalchemy import select
+
+    by_key = {variable_key(dag_id, run_id, *ti): ti for ti in _task_instances(dag_id, run_id, session)}
+    found = []
+    for chunk in chunks(list(by_key)):
+        for row in session.scalars(select(Variable).where(Variable.key.in_(chunk))):
+            stored = json_object(row.val)
+            if stored is not None:
+                found.append((*by_key[row.key], stored))
+    return found
+
+
+def value_or_none(row: Any) -> str | None:
+    try:
+        return row.val  # decrypted by Airflow
+    except Exception:  # noqa: BLE001 - another Fernet key: unreadable here
+        return None
+
+
+def json_object(text: str | None) -> dict[str, Any] | None:
+    try:
+        stored = json.loads(text or "")
+    except (TypeError, ValueError):
+        return None
+    return stored if isinstance(stored, dict) else None

@@ -79,17 +79,6 @@ def airflow_base_url_setting() -> tuple[str, str]:
     return ("api", "base_url") if AIRFLOW_V_3 else ("webserver", "base_url")
 
 
-def callback_route_plugin_attributes() -> dict[str, Any]:
-    """How the report route is served: a FastAPI app on Airflow 3's api-server, a Flask blueprint on
-    Airflow 2's webserver (never a blueprint on Airflow 3)."""
-    from airflow_octorpa.callbacks.route import fastapi_app, flask_blueprint
-    from airflow_octorpa.callbacks.token import ROUTE_PREFIX
-
-    if AIRFLOW_V_3:
-        return {"fastapi_apps": [{"app": fastapi_app(), "url_prefix": ROUTE_PREFIX, "name": "Octopus RPA run reports"}]}
-    return {"flask_blueprints": [flask_blueprint()]}
-
-
 def get_variable(key: str) -> str | None:
     """A Variable's text, or None: through the Task SDK where a task or triggerer runs, else (Airflow
     3.0's ``dag.test()`` runs triggers in its own process, without the Task SDK's channel) from the

@@ -45,8 +45,8 @@ def report_route() -> Iterator[str]:
         import uvicorn
         from fastapi import FastAPI
 
-        from airflow_octorpa.callbacks.route import fastapi_app
         from airflow_octorpa.callbacks.token import ROUTE_PREFIX
+        from airflow_octorpa.plugins.report_route import fastapi_app
 
         root = FastAPI()
         root.mount(ROUTE_PREFIX, fastapi_app())  # as the api-server mounts plugin apps
@@ -64,7 +64,7 @@ def report_route() -> Iterator[str]:
     from flask import Flask
     from werkzeug.serving import make_server
 
-    from airflow_octorpa.callbacks.route import flask_blueprint
+    from airflow_octorpa.plugins.report_route import flask_blueprint
 
     app = Flask("octorpa-test-webserver")
     app.register_blueprint(flask_blueprint())

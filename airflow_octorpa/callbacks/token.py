@@ -10,7 +10,6 @@ is random per process, so every report would be lost.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import secrets
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -84,13 +83,3 @@ def callback_base_url() -> str:
             "address robots reach Airflow at. Nothing was sent."
         )
     return base
-
-
-def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

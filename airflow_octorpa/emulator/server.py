@@ -642,15 +642,10 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
 
 def binding_warning(host: str) -> str | None:
     """A warning when ``host`` is not a loopback address: the emulator has no authentication."""
-    import ipaddress
+    from airflow_octorpa.checks import is_loopback_host
 
-    if host == "localhost":
+    if is_loopback_host(host):
         return None
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return None
-    except ValueError:
-        pass
     return (
         f"The emulator binds {host!r}, not a loopback address: anyone who reaches it can read its calls and "
         "change its webhooks and faults (it has no authentication). Bind 127.0.0.1 unless you mean it."

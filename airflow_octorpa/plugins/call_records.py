@@ -53,7 +53,8 @@ def _in_own_transaction(dag_run: Any, work: Callable[[Any], None], what: str) ->
 
 
 def _forget(dag_run: Any) -> None:
-    from airflow_octorpa.run_records import forget_dag_run, sweep_soon
+    from airflow_octorpa.run_records import sweep_soon
+    from airflow_octorpa.storage import forget_dag_run
 
     def forget(session: Any) -> None:
         if forgotten := forget_dag_run(dag_run.dag_id, dag_run.run_id, session):
@@ -148,10 +149,18 @@ def on_dag_run_failed(dag_run: Any, msg: str) -> None:
 
 
 def _route() -> dict[str, Any]:
-    from airflow_octorpa.version_compat import callback_route_plugin_attributes
+    """How the report route is served: a FastAPI app on Airflow 3's api-server, a Flask blueprint on
+    Airflow 2's webserver (never a blueprint on Airflow 3)."""
+    from airflow_octorpa.version_compat import AIRFLOW_V_3
 
     try:
-        return callback_route_plugin_attributes()
+        from airflow_octorpa.callbacks.token import ROUTE_PREFIX
+        from airflow_octorpa.plugins.report_route import fastapi_app, flask_blueprint
+
+        if AIRFLOW_V_3:
+            app = {"app": fastapi_app(), "url_prefix": ROUTE_PREFIX, "name": "Octopus RPA run reports"}
+            return {"fastapi_apps": [app]}
+        return {"flask_blueprints": [flask_blueprint()]}
     except ImportError:  # a component without the web framework (a worker image): it serves no route
         return {}
 

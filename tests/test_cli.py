@@ -16,7 +16,7 @@ from canned_server import CannedAnswer, canned_server
 from cli_output import json_output
 from conftest import ORDER_SECRET, ORDER_WEBHOOK, VENDOR_SECRET, VENDOR_WEBHOOK, airflow_cli, connection_json
 
-from airflow_octorpa.cli import CallLog, CallLogError, _split_param
+from airflow_octorpa.cli.trigger import CallLog, CallLogError, _split_param
 from airflow_octorpa.rate_limit import pool_file
 
 OCTORPA = str(Path(sys.executable).with_name("octorpa"))

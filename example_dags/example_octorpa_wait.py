@@ -45,7 +45,7 @@ def example_octorpa_wait():
         return [{"订单号": "SO-3002", "数量": 1}, {"订单号": "SO-3003", "数量": 5}]
 
     started = OctoRpaTriggerOperator.partial(task_id="process_orders", callback=True).expand(app_params=orders())
-    OctoRpaRunSensor.partial(task_id="wait_orders", timeout=3600).expand(run=started.output)
+    OctoRpaRunSensor.partial(task_id="wait_orders", timeout=3600).expand(started_run=started.output)
 
 
 example_octorpa_wait()

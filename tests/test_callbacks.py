@@ -73,7 +73,7 @@ def _start_and_wait(dag_id: str, *, sensor_kwargs=None, trigger_kwargs=None):
             task_id="trigger", app_params={"订单号": dag_id}, callback=True, **(trigger_kwargs or {})
         )
         options = {"timeout": 60, "poll_interval": 1, **(sensor_kwargs or {})}
-        wait = OctoRpaRunSensor(task_id="wait", run=trigger.output, **options)
+        wait = OctoRpaRunSensor(task_id="wait", started_run=trigger.output, **options)
         trigger >> wait
     return run_dag(dag)
 
@@ -411,7 +411,7 @@ def _backstop_dag(dag_id: str, before, after=lambda: None):
 
     with DAG(dag_id, schedule=None, start_date=START) as dag:
         trigger = OctoRpaTriggerOperator(task_id="trigger", app_params={"订单号": dag_id}, callback=True)
-        wait = _ResumedByAirflowsDeferTimeout(task_id="wait", run=trigger.output, retries=2, before=before)
+        wait = _ResumedByAirflowsDeferTimeout(task_id="wait", started_run=trigger.output, retries=2, before=before)
         trigger >> wait >> late_report()
     return run_dag(dag)
 
@@ -441,14 +441,31 @@ def test_a_wait_stays_out_of_the_rate_limit_pool_however_it_is_declared():
     from airflow.providers.common.compat.sdk import DAG, TaskGroup
 
     with DAG("cb_pools", schedule=None, start_date=START, default_args={"pool": "octorpa"}):
-        plain = OctoRpaRunSensor(task_id="plain", run={})
-        mapped = OctoRpaRunSensor.partial(task_id="mapped").expand(run=[{}, {}])
-        own = OctoRpaRunSensor.partial(task_id="own", default_args={"pool": "octorpa"}).expand(run=[{}])
+        plain = OctoRpaRunSensor(task_id="plain", started_run={})
+        mapped = OctoRpaRunSensor.partial(task_id="mapped").expand(started_run=[{}, {}])
+        own = OctoRpaRunSensor.partial(task_id="own", default_args={"pool": "octorpa"}).expand(started_run=[{}])
         with TaskGroup("group", default_args={"pool": "octorpa"}):
-            grouped = OctoRpaRunSensor.partial(task_id="grouped").expand(run=[{}])
-        elsewhere = OctoRpaRunSensor.partial(task_id="elsewhere", pool="waits").expand(run=[{}])
+            grouped = OctoRpaRunSensor.partial(task_id="grouped").expand(started_run=[{}])
+        elsewhere = OctoRpaRunSensor.partial(task_id="elsewhere", pool="waits").expand(started_run=[{}])
     assert [plain.pool, mapped.pool, own.pool, grouped.pool] == ["default_pool"] * 4
     assert elsewhere.pool == "waits"  # a pool the user names for waits is kept
+
+
+def test_the_sensors_old_argument_run_still_works_with_a_deprecation_warning():
+    from airflow.exceptions import AirflowProviderDeprecationWarning
+    from airflow.providers.common.compat.sdk import DAG
+
+    with DAG("cb_old_run_argument", schedule=None, start_date=START):
+        with pytest.warns(AirflowProviderDeprecationWarning, match="renamed started_run"):
+            old = OctoRpaRunSensor(task_id="old", run={"report_key": "k", "flow_process_no": "F1"})
+        mapped = OctoRpaRunSensor.partial(task_id="mapped").expand(run=[{}])  # 0.x DAG files parse as before
+        with pytest.raises(TypeError, match="started_run only"):
+            OctoRpaRunSensor(task_id="both", started_run={}, run={})
+        with pytest.raises(TypeError, match="needs started_run"):
+            OctoRpaRunSensor(task_id="neither")
+    assert old.started_run == {"report_key": "k", "flow_process_no": "F1"}
+    assert "run" not in vars(old)  # Airflow 2's BaseOperator.run is no longer shadowed
+    assert mapped.task_id == "mapped"
 
 
 def test_the_token_reaches_no_repr(route):
@@ -496,7 +513,9 @@ def _wait_after(dag_id: str, change_record, retries: int = 0):
 
     with DAG(dag_id, schedule=None, start_date=START) as dag:
         trigger = OctoRpaTriggerOperator(task_id="trigger", app_params={"订单号": dag_id}, callback=True)
-        wait = OctoRpaRunSensor(task_id="wait", run=trigger.output, timeout=60, poll_interval=1, retries=retries)
+        wait = OctoRpaRunSensor(
+            task_id="wait", started_run=trigger.output, timeout=60, poll_interval=1, retries=retries
+        )
         change(trigger.output) >> wait
     return run_dag(dag)
 

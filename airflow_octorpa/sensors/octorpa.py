@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ast
 import datetime
-import json
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
@@ -19,6 +19,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_octorpa.callbacks.reports import EXPIRED, FAILED, SUCCEEDED, WAITING, RecordUnreadable, ReportKey
+from airflow_octorpa.operators.rendered import default_args_pool, rendered_mapping
 from airflow_octorpa.rate_limit import DEFAULT_POOL
 from airflow_octorpa.triggers.report import DEFAULT_POLL_INTERVAL
 
@@ -45,25 +46,29 @@ class OctoRpaRunSensor(BaseSensorOperator):
     fails it naming the ``flowProcessNo``. With ``soft_fail=True`` both skip it instead, however
     the report was found. A wait never holds a slot of the rate-limit pool (see the docs).
 
-    :param run: The trigger task's XCom (``trigger.output``; templated): the started run and its
-        ``report_key``. For mapped trigger tasks, map the sensor over ``trigger.output`` too.
+    :param started_run: The trigger task's XCom (``trigger.output``; templated): the started run and
+        its ``report_key``. For mapped trigger tasks, map the sensor over ``trigger.output`` too.
+        (``run``, its earlier name, still works with a deprecation warning: on Airflow 2 it
+        shadowed ``BaseOperator.run``.)
     :param deferrable: Wait in the triggerer (default True: a waiting task holds no worker);
         otherwise ``mode="reschedule"`` frees the worker between pokes.
     :param poll_interval: Seconds between reads of the report: default 5 deferred (one Variable read
         in the triggerer), 60 in reschedule mode (a worker start and a TaskReschedule row each).
     """
 
-    template_fields: Sequence[str] = ("run",)
+    template_fields: Sequence[str] = ("started_run",)
     ui_color = "#ffe0b2"
 
     def __init__(
         self,
         *,
-        run: Any,
+        started_run: Any = None,
         deferrable: bool = True,
         poll_interval: float | None = None,
+        run: Any = None,
         **kwargs: Any,
     ) -> None:
+        started_run = _started_run(started_run, run)
         if kwargs.get("pool") in (None, DEFAULT_POOL):
             kwargs["pool"] = _GENERAL_POOL  # a wait holds no rate-limit slot, whatever default_args say
         if not deferrable:
@@ -72,7 +77,7 @@ class OctoRpaRunSensor(BaseSensorOperator):
             poll_interval = DEFAULT_POLL_INTERVAL if deferrable else DEFAULT_RESCHEDULE_INTERVAL
         kwargs.setdefault("poke_interval", poll_interval)
         super().__init__(**kwargs)
-        self.run = run
+        self.started_run = started_run
         self.deferrable = deferrable
         self.poll_interval = poll_interval
 
@@ -81,8 +86,6 @@ class OctoRpaRunSensor(BaseSensorOperator):
         """Map the sensor: the scheduler takes a mapped task's pool from here (``__init__`` runs only on
         the worker), so a pool named by ``default_args`` (the task's, its group's, its DAG's) as the
         rate-limit pool is replaced here too."""
-        from airflow_octorpa.operators.octorpa import default_args_pool
-
         if (kwargs.get("pool") or default_args_pool(kwargs)) in (None, DEFAULT_POOL):
             kwargs["pool"] = _GENERAL_POOL
         return super().partial(**kwargs)
@@ -170,8 +173,8 @@ class OctoRpaRunSensor(BaseSensorOperator):
     def _read(self, key: ReportKey, confirm: Context | None = None) -> dict[str, Any] | None:
         """The record; with ``confirm`` (the context), a None is checked to mean "gone" (Airflow says
         "not found" for a failed read too); raises :class:`OctoRpaReportUnreadableError` when it cannot tell."""
-        from airflow_octorpa.call_record import confirm_variables_answer
         from airflow_octorpa.callbacks.reports import read
+        from airflow_octorpa.storage import confirm_variables_answer
 
         try:
             stored = read(key)
@@ -233,12 +236,12 @@ class OctoRpaRunSensor(BaseSensorOperator):
         return error
 
     def _key_and_flow(self) -> tuple[ReportKey, str]:
-        run = _mapping(self.run)
+        run = rendered_mapping(self.started_run)
         text, flow = run.get("report_key"), run.get("flow_process_no")
         key = ReportKey.parse(str(text)) if text else None
         if key is None or not flow:
             raise AirflowFailException(
-                f"run names no reported call ({run!r:.200}): give the XCom of an OctoRpaTriggerOperator with "
+                f"started_run names no reported call ({run!r:.200}): give the XCom of an OctoRpaTriggerOperator with "
                 "callback=True (trigger.output)."
             )
         return key, str(flow)
@@ -258,16 +261,21 @@ class OctoRpaRunSensor(BaseSensorOperator):
         )
 
 
-def _mapping(value: Any) -> dict[str, Any]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            try:
-                value = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                value = {}
-    return dict(value) if isinstance(value, Mapping) else {}
+def _started_run(started_run: Any, run: Any) -> Any:
+    """``started_run``, or ``run`` (its 0.x name) with a deprecation warning."""
+    if run is None:
+        if started_run is None:
+            raise TypeError("OctoRpaRunSensor needs started_run: the trigger task's XCom (trigger.output).")
+        return started_run
+    if started_run is not None:
+        raise TypeError("OctoRpaRunSensor got started_run and run, its old name: give started_run only.")
+    warnings.warn(
+        "OctoRpaRunSensor(run=...) is renamed started_run=... (run shadows BaseOperator.run on Airflow 2); "
+        "run= will be removed in 1.0.",
+        AirflowProviderDeprecationWarning,
+        stacklevel=3,
+    )
+    return run
 
 
 def start_and_wait(
@@ -282,5 +290,5 @@ def start_and_wait(
     from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
 
     start = OctoRpaTriggerOperator(task_id=task_id, callback=True, **trigger_kwargs)
-    wait = OctoRpaRunSensor(task_id=f"{task_id}_wait", run=start.output, **dict(wait_kwargs or {}))
+    wait = OctoRpaRunSensor(task_id=f"{task_id}_wait", started_run=start.output, **dict(wait_kwargs or {}))
     return start, wait

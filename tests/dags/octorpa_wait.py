@@ -26,7 +26,12 @@ with DAG(
     )
     # A retry for the infrastructure: Airflow 3.0 fails a task that runs while its api-server restarts.
     wait = OctoRpaRunSensor(
-        task_id="wait", run=trigger.output, timeout=120, poll_interval=2, retries=1, retry_delay=timedelta(seconds=2)
+        task_id="wait",
+        started_run=trigger.output,
+        timeout=120,
+        poll_interval=2,
+        retries=1,
+        retry_delay=timedelta(seconds=2),
     )
 
     @task

@@ -25,7 +25,7 @@ with DAG(
     started = OctoRpaTriggerOperator.partial(
         task_id="trigger", octorpa_conn_id="octorpa_callbacks", callback=True
     ).expand(app_params=orders())
-    waits = OctoRpaRunSensor.partial(task_id="wait", timeout=3600).expand(run=started.output)  # polls every 5 s
+    waits = OctoRpaRunSensor.partial(task_id="wait", timeout=3600).expand(started_run=started.output)  # polls every 5 s
 
     @task
     def collect(reports: list[dict]) -> list[str]:

@@ -22,7 +22,7 @@ with DAG(
     started = OctoRpaTriggerOperator.partial(
         task_id="trigger", octorpa_conn_id="octorpa_callbacks", callback=True
     ).expand(app_params=[{"订单号": f"P-{i}"} for i in range(5)])
-    waits = OctoRpaRunSensor.partial(task_id="wait", timeout=600, poll_interval=2).expand(run=started.output)
+    waits = OctoRpaRunSensor.partial(task_id="wait", timeout=600, poll_interval=2).expand(started_run=started.output)
     # Runs while the five waits wait: with their five slots taken it could not start.
     late = OctoRpaTriggerOperator(task_id="late", octorpa_conn_id="octorpa_callbacks", app_params={"订单号": "P-late"})
     started >> late

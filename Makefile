@@ -27,6 +27,7 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The version-independent tests on Airflow 2.11.2, 3.0.6, 3.1.8, 3.2.2 and 3.3.2, each in its own
 # .venv-af<version> pinned by constraints/airflow-<version>.txt; one "compat:" line per version.

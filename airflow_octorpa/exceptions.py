@@ -14,7 +14,7 @@ from typing import Any
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 # What a user can do about the vendor's known error codes. The vendor documents one code in
-# public; the rest are unknown (see shared notes), so they get the generic advice below.
+# public (docs/pages/operator.md); the others are not known, so they get the generic advice below.
 _ADVICE_BY_CODE = {
     "SignatureVerificationFailureOrTimestampExpired": (
         "The service rejected the signature or found the timestamp stale. Check that the "
@@ -24,8 +24,8 @@ _ADVICE_BY_CODE = {
     ),
 }
 _ADVICE_RATE_LIMITED = (
-    "The service refused the call for its rate limit (5 calls per second, 20 per minute per "
-    "account). No run was started; send it again after the window allows. The budget is overdrawn "
+    "The service refused the call for the account's rate limit ({limits}). No run was started; send it "
+    "again after the window allows. The budget is overdrawn "
     "when a pool has more slots than the connection's pool_size, when calls bypass the pool "
     "(OctoRpaHook.trigger() from your own code, octorpa trigger, tasks in another pool), or when "
     "another system or Airflow deployment uses the same account."
@@ -119,6 +119,7 @@ class OctoRpaWebhookError(OctoRpaError):
         conn_id: str,
         body_excerpt: str | None = None,
         retry_after: float | None = None,
+        rate_limits: str | None = None,
     ) -> None:
         self.status = status
         self.code = code
@@ -127,6 +128,7 @@ class OctoRpaWebhookError(OctoRpaError):
         self.conn_id = conn_id
         self.body_excerpt = body_excerpt
         self.retry_after = retry_after
+        self.rate_limits = rate_limits  # the connection's, which the pool keeps calls within
         super().__init__(self._message())
 
     @property
@@ -147,7 +149,8 @@ class OctoRpaWebhookError(OctoRpaError):
 
     def _advice(self) -> str:
         if self.is_rate_limited:
-            return _ADVICE_RATE_LIMITED
+            kept = f"the connection keeps calls within {self.rate_limits}" if self.rate_limits else "see rate_limits"
+            return _ADVICE_RATE_LIMITED.format(limits=kept)
         if 200 <= self.status < 300:
             return _ADVICE_NO_ANSWER
         if 300 <= self.status < 400:

@@ -69,6 +69,11 @@ def facts_of(pool: str) -> PoolFacts:
         facts = _published_facts() if AIRFLOW_V_3 else _facts_from_the_database()
     except Exception:  # noqa: BLE001 - cannot tell: the caller acts on None
         return PoolFacts(None)
+    return facts_in(facts, pool)
+
+
+def facts_in(facts: Any, pool: str) -> PoolFacts:
+    """What ``facts`` (:func:`read_pools`' answer, or its published copy) say of ``pool``."""
     if not isinstance(facts, dict) or "default_pool" not in facts:
         return PoolFacts(None)  # never published (every Airflow has default_pool): cannot tell
     own = facts.get(pool)

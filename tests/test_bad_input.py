@@ -225,9 +225,9 @@ def _cli_cases(folder: Path, url: str) -> list[tuple[str, list[Any], dict[str, s
         ("sign-missing-connection", ["sign", "--conn-id", "octorpa_nowhere"], {}, "is not defined"),
     ]
     # A corrupt log where the command looks for the default connection's.
-    from airflow_octorpa.cli.trigger import CallLog
+    from airflow_octorpa.cli.trigger import RecentTriggerCalls
 
-    CallLog.for_connection("octorpa_default", state_home=folder / "corrupt").path.write_text("{not json")
+    RecentTriggerCalls.for_connection("octorpa_default", state_home=folder / "corrupt").path.write_text("{not json")
     return cases
 
 

@@ -16,7 +16,7 @@ from canned_server import CannedAnswer, canned_server
 from cli_output import json_output
 from conftest import ORDER_SECRET, ORDER_WEBHOOK, VENDOR_SECRET, VENDOR_WEBHOOK, airflow_cli, connection_json
 
-from airflow_octorpa.cli.trigger import CallLog, CallLogError, _split_param
+from airflow_octorpa.cli.trigger import RecentCallsError, RecentTriggerCalls, _split_param
 from airflow_octorpa.rate_limit import pool_file
 
 OCTORPA = str(Path(sys.executable).with_name("octorpa"))
@@ -241,7 +241,7 @@ def test_params_split_on_the_first_separator(pair, split):
 
 
 def test_call_log_waits_for_every_window(tmp_path):
-    log = CallLog(tmp_path / "octorpa" / "calls.json")
+    log = RecentTriggerCalls(tmp_path / "octorpa" / "calls.json")
     base = time.time() - 10  # the log keeps the last hour's calls
     for t in (0.0, 0.1, 0.2, 0.3, 0.4):
         log.record(now=base + t)
@@ -251,10 +251,10 @@ def test_call_log_waits_for_every_window(tmp_path):
 
 
 def test_call_log_is_private_refuses_links_and_corruption(tmp_path):
-    log = CallLog.for_connection("../../etc/passwd")  # a connection id is no path
+    log = RecentTriggerCalls.for_connection("../../etc/passwd")  # a connection id is no path
     assert log.path.parent.name == "octorpa" and log.path.name.startswith("calls-_.._etc_passwd-")
     (tmp_path / "octorpa").mkdir(mode=0o755)  # as an earlier version left it
-    log = CallLog(tmp_path / "octorpa" / "calls.json")
+    log = RecentTriggerCalls(tmp_path / "octorpa" / "calls.json")
     log.record()
     assert stat.S_IMODE(log.path.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE(log.path.stat().st_mode) == 0o600
@@ -264,13 +264,13 @@ def test_call_log_is_private_refuses_links_and_corruption(tmp_path):
     target.write_text("keep me")
     log.path.unlink()
     log.path.symlink_to(target)
-    with pytest.raises(CallLogError, match="cannot be read"):
+    with pytest.raises(RecentCallsError, match="cannot be read"):
         log.record()
     assert target.read_text() == "keep me"
 
     log.path.unlink()
     log.path.write_text("{not json")
-    with pytest.raises(CallLogError, match="is corrupt"):
+    with pytest.raises(RecentCallsError, match="is corrupt"):
         log.times()
     assert log.path.read_text() == "{not json"  # a corrupt log is never reset to 'no calls'
 

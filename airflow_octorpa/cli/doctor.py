@@ -134,19 +134,19 @@ def _check_host(hook: Any) -> str:
 def _check_pool(name: str, size: int) -> str:
     fix = f"Fix: airflow pools set {name} {size} 'Octopus RPA webhook calls' --include-deferred"
     try:
-        from airflow.models.pool import Pool
         from airflow.utils.session import create_session
 
+        from airflow_octorpa.pool_facts import facts_in, read_pools
+
         with create_session() as session:
-            pool = session.query(Pool).filter(Pool.pool == name).one_or_none()
-            found = None if pool is None else (pool.slots, bool(pool.include_deferred))
+            facts = facts_in(read_pools(session), name)  # what the operator is told, read at the source
     except Exception as err:  # no metadata database here: say so, with the fix
         raise _CheckFailed(
             f"cannot read Airflow's pools ({type(err).__name__}: {err}). Run where Airflow's CLI runs."
         ) from None
-    if found is None:
+    if not facts.exists:
         raise _CheckFailed(f"the pool {name!r} does not exist, so trigger tasks are never scheduled. {fix}")
-    slots, include_deferred = found
+    slots, include_deferred = facts.slots, facts.counts_deferred
     if slots != size:
         raise _CheckFailed(
             f"the pool {name!r} has {slots} slots but the connection's pool_size is {size}: the hold is computed "

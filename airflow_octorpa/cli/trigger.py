@@ -33,7 +33,7 @@ def trigger(args: argparse.Namespace) -> int:
     except (OctoRpaConfigurationError, ValueError) as err:
         return fail(EXIT_USAGE, f"Nothing sent: {err}")
     try:
-        with CallLog.for_connection(args.conn_id).locked() as times:
+        with RecentTriggerCalls.for_connection(args.conn_id).locked() as times:
             if (wait := wait_before_next(times, hook.config.rate_limits)) > 0:
                 return fail(
                     EXIT_RATE_LIMITED,
@@ -41,7 +41,7 @@ def trigger(args: argparse.Namespace) -> int:
                     f"({hook.config.rate_limits}); try again in {wait:.1f} s.",
                 )
             times.append(time.time())  # before sending: a call that may have started counts too
-    except CallLogError as err:
+    except RecentCallsError as err:
         return fail(EXIT_USAGE, f"Nothing sent: {err}")
     try:
         result = hook.send(call)
@@ -107,7 +107,7 @@ def _split_param(pair: str) -> tuple[str, bool, str]:
     return name, typed, value
 
 
-class CallLogError(Exception):
+class RecentCallsError(Exception):
     """The call log cannot be read or written safely: nothing may be sent."""
 
 
@@ -125,7 +125,7 @@ def wait_before_next(times: Sequence[float], rate_limits: str, now: float | None
     return wait
 
 
-class CallLog:
+class RecentTriggerCalls:
     """The times of this user's recent ``octorpa trigger`` calls for one connection, so that separate
     invocations keep the connection's rate limits together.
 
@@ -139,7 +139,7 @@ class CallLog:
         self.path = path
 
     @classmethod
-    def for_connection(cls, conn_id: str, state_home: Path | None = None) -> CallLog:
+    def for_connection(cls, conn_id: str, state_home: Path | None = None) -> RecentTriggerCalls:
         import hashlib
         import re
 
@@ -158,7 +158,7 @@ class CallLog:
         try:
             lock = os.open(folder / (self.path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as err:
-            raise CallLogError(self._problem("cannot open its lock", err)) from None
+            raise RecentCallsError(self._problem("cannot open its lock", err)) from None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             times = self._read()
@@ -186,11 +186,13 @@ class CallLog:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             info = os.lstat(folder)
         except OSError as err:
-            raise CallLogError(self._problem("cannot create its folder", err)) from None
+            raise RecentCallsError(self._problem("cannot create its folder", err)) from None
         if not stat.S_ISDIR(info.st_mode):
-            raise CallLogError(f"the call log's folder {str(folder)!r} is not a folder (a link or a file); remove it")
+            raise RecentCallsError(
+                f"the call log's folder {str(folder)!r} is not a folder (a link or a file); remove it"
+            )
         if info.st_uid != os.getuid():
-            raise CallLogError(
+            raise RecentCallsError(
                 f"the call log's folder {str(folder)!r} belongs to another user; set XDG_STATE_HOME to a folder "
                 "of your own"
             )
@@ -198,7 +200,7 @@ class CallLog:
             try:
                 os.chmod(folder, 0o700)
             except OSError as err:
-                raise CallLogError(self._problem("cannot make its folder private", err)) from None
+                raise RecentCallsError(self._problem("cannot make its folder private", err)) from None
         return folder
 
     def _read(self) -> list[float]:
@@ -207,7 +209,7 @@ class CallLog:
         except FileNotFoundError:
             return []
         except OSError as err:
-            raise CallLogError(self._problem("cannot be read", err)) from None
+            raise RecentCallsError(self._problem("cannot be read", err)) from None
         with os.fdopen(fd, "rb") as file:
             raw = file.read(1024 * 1024)
         try:
@@ -217,7 +219,7 @@ class CallLog:
         else:
             if all(math.isfinite(t) for t in times):
                 return times
-        raise CallLogError(
+        raise RecentCallsError(
             f"the call log {str(self.path)!r} is corrupt, so the recent calls (and so the rate limits) are "
             "unknown. Delete it once an hour has passed since the last octorpa trigger call."
         )
@@ -234,7 +236,7 @@ class CallLog:
         except OSError as err:
             with suppress(OSError):
                 temporary.unlink()
-            raise CallLogError(self._problem("cannot be written", err)) from None
+            raise RecentCallsError(self._problem("cannot be written", err)) from None
 
     def _problem(self, what: str, err: OSError) -> str:
         return (

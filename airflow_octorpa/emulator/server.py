@@ -35,7 +35,7 @@ INVOKE_PATH = re.compile(r"^/api/v1/bots/webhooks/(?P<id>[^/]+)/invoke/?$")
 CONTROL_PREFIX = "/_emulator"
 # .NET ticks (100 ns since 0001-01-01) at the Unix epoch: the vendor's flowProcessNo looks like ticks.
 _TICKS_AT_UNIX_EPOCH = 621_355_968_000_000_000
-_RATE_LIMIT_KEY = "account"  # one budget for the whole account, as the shared notes assume
+_RATE_LIMIT_KEY = "account"  # one budget for the whole account, as docs/pages/rate-limits.md assumes
 
 
 # The largest request body the emulator reads (the provider refuses bodies over 1 MiB).

@@ -41,7 +41,7 @@ def started_run(response: requests.Response) -> TriggerResult | None:
     )
 
 
-def webhook_error(response: requests.Response, conn_id: str, url: str) -> OctoRpaError:
+def webhook_error(response: requests.Response, conn_id: str, url: str, rate_limits: str | None = None) -> OctoRpaError:
     """The error a non-2xx answer (or a 2xx that names no run) stands for."""
     fields = _json_fields(response) or {}
     code = _str_or_none(fields.get("code"))
@@ -61,6 +61,7 @@ def webhook_error(response: requests.Response, conn_id: str, url: str) -> OctoRp
         conn_id=conn_id,
         body_excerpt=None if code else response.text[:_EXCERPT_CHARS].strip(),
         retry_after=_retry_after_seconds(response.headers.get("Retry-After")),
+        rate_limits=rate_limits,
     )
 
 

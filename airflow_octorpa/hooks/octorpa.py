@@ -121,7 +121,7 @@ class OctoRpaHook(BaseHook):
         )
         result = started_run(response) if 200 <= response.status_code < 300 else None
         if result is None:
-            raise webhook_error(response, self.octorpa_conn_id, config.url)
+            raise webhook_error(response, self.octorpa_conn_id, config.url, config.rate_limits)
         return result
 
     def test_connection(self) -> tuple[bool, str]:

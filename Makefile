@@ -57,5 +57,5 @@ clean:
 
 # Not part of `make test`: ratios against baselines measured in the same run (see benchmarks/).
 bench: $(INSTALLED)
-	$(BIN)/python benchmarks/rate_limit.py
-	$(BIN)/python benchmarks/run_end.py
+	$(BIN)/python -m benchmarks.rate_limit
+	$(BIN)/python -m benchmarks.run_end

@@ -38,17 +38,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from airflow_octorpa.emulator import OctoRpaEmulator, default_config, expected_sign
+from airflow_octorpa.rate_limit import DEFAULT_POOL_SIZE as POOL_SIZE
+from airflow_octorpa.rate_limit import hold_seconds
+from tests.support.airflow_cluster import COMPONENTS, OTHER_CLOCK, AirflowCluster, can_run_on_other_clock, component
+from tests.support.fault_load import run_fault_load
+from tests.support.limits_check import SCALED_LIMITS, gaps_apart, ideal_seconds
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "tests_distributed"))
-
-from airflow_cluster import COMPONENTS, OTHER_CLOCK, AirflowCluster, can_run_on_other_clock, component  # noqa: E402
-from fault_load import run_fault_load  # noqa: E402
-from limits_check import SCALED_LIMITS, gaps_apart, ideal_seconds  # noqa: E402
-
-from airflow_octorpa.emulator import OctoRpaEmulator, default_config, expected_sign  # noqa: E402
-from airflow_octorpa.rate_limit import DEFAULT_POOL_SIZE as POOL_SIZE  # noqa: E402
-from airflow_octorpa.rate_limit import hold_seconds  # noqa: E402
 
 VENDOR_LIMITS = "5/second;20/minute"
 # The harness tunes the scheduler's idle sleep to 0.2 s and the triggerer's heartbeat to 1 s; users run
@@ -110,7 +107,7 @@ def _deployment(
     Redis (tests_distributed); ``other_clock``: the LocalExecutor's triggerer runs on a monotonic
     clock of its own."""
     if executor == "celery":
-        from celery_deployment import celery_deployment
+        from tests_distributed.celery_deployment import celery_deployment
 
         with celery_deployment(home, REPO / "tests" / "dags", connections, settings) as cluster:
             yield cluster
@@ -122,7 +119,7 @@ def _deployment(
     with contextlib.ExitStack() as stack:
         database = {}
         if postgres:
-            from services import PostgresServer
+            from tests.support.services import PostgresServer
 
             database = {"sql_alchemy_conn": stack.enter_context(PostgresServer()).url, "parallelism": 32}
         cluster = AirflowCluster(home, REPO / "tests" / "dags", components=components, extra_env=settings, **database)

@@ -27,7 +27,6 @@ os.environ.update(
 )
 OTHER_RECORDS = 10_000
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # as benchmarks/rate_limit.py: the tests' run_dag()
 
 
 def _end_seconds(dag_id: str, run_id: str) -> float:
@@ -51,9 +50,9 @@ def main() -> int:
     from airflow.models.variable import Variable
     from airflow.providers.common.compat.sdk import DAG, task
     from airflow.utils.session import create_session
-    from airflow_helpers import run_dag
 
     from airflow_octorpa.storage import ti_keys
+    from tests.support.airflow_helpers import run_dag
 
     os.system(f"{Path(sys.executable).with_name('airflow')} db migrate > {HOME / 'migrate.log'} 2>&1")
 

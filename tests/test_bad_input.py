@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ORDER_SECRET, ORDER_WEBHOOK
 
 from airflow_octorpa.exceptions import OctoRpaConfigurationError, OctoRpaInvalidParamsError
 from airflow_octorpa.hooks.octorpa import MAX_BODY_BYTES, OctoRpaHook
+from tests.support.settings import ORDER_SECRET, ORDER_WEBHOOK
 
 OCTORPA = str(Path(sys.executable).with_name("octorpa"))
 GOOD_HOST = "{url}"  # the emulator's order webhook, filled in per test

@@ -10,12 +10,12 @@ import datetime
 import logging
 
 import pytest
-from airflow_helpers import HAS_TASK_STATE_STORE, run_dag, task_states, xcom_return_values
-from conftest import ORDER_WEBHOOK
 
 from airflow_octorpa.call_record import STARTED, CallLedger
 from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
 from airflow_octorpa.storage import VARIABLE_PREFIX, VariableRecords, variable_key
+from tests.support.airflow_helpers import HAS_TASK_STATE_STORE, run_dag, task_states, xcom_return_values
+from tests.support.settings import ORDER_WEBHOOK
 
 START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 

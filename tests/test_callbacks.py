@@ -9,9 +9,6 @@ import threading
 
 import pytest
 import requests
-from airflow_helpers import AIRFLOW_VERSION, run_dag, task_states, xcom_return_values
-from callback_server import report_route
-from conftest import FAST_LIMITS, ORDER_SECRET, ORDER_WEBHOOK, connection_json
 
 from airflow_octorpa.callbacks.reports import ReportKey, registration
 from airflow_octorpa.callbacks.token import new_callback
@@ -19,6 +16,9 @@ from airflow_octorpa.emulator import WebhookSpec
 from airflow_octorpa.exceptions import OctoRpaConfigurationError
 from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
 from airflow_octorpa.sensors.octorpa import OctoRpaRunSensor
+from tests.support.airflow_helpers import AIRFLOW_VERSION, run_dag, task_states, xcom_return_values
+from tests.support.callback_server import report_route
+from tests.support.settings import FAST_LIMITS, ORDER_SECRET, ORDER_WEBHOOK, connection_json
 
 START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 APP = "callback-app"

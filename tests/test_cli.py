@@ -11,13 +11,20 @@ import time
 from pathlib import Path
 
 import pytest
-from callback_server import report_route
-from canned_server import CannedAnswer, canned_server
-from cli_output import json_output
-from conftest import ORDER_SECRET, ORDER_WEBHOOK, VENDOR_SECRET, VENDOR_WEBHOOK, airflow_cli, connection_json
 
 from airflow_octorpa.cli.trigger import RecentCallsError, RecentTriggerCalls, _split_param
 from airflow_octorpa.rate_limit import pool_file
+from tests.support.callback_server import report_route
+from tests.support.canned_server import CannedAnswer, canned_server
+from tests.support.cli_output import json_output
+from tests.support.settings import (
+    ORDER_SECRET,
+    ORDER_WEBHOOK,
+    VENDOR_SECRET,
+    VENDOR_WEBHOOK,
+    airflow_cli,
+    connection_json,
+)
 
 OCTORPA = str(Path(sys.executable).with_name("octorpa"))
 REPO = Path(__file__).resolve().parent.parent

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ORDER_SECRET, ORDER_WEBHOOK, VENDOR_SECRET, VENDOR_WEBHOOK
 
 from airflow_octorpa.emulator import EmulatorConfig, OctoRpaEmulator, WebhookSpec, expected_sign
+from tests.support.settings import ORDER_SECRET, ORDER_WEBHOOK, VENDOR_SECRET, VENDOR_WEBHOOK
 
 
 def _post(emulator, webhook_id: str, body: dict) -> requests.Response:

@@ -15,15 +15,15 @@ import time
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
-from airflow_helpers import HAS_TASK_STATE_STORE, MemoryRecords, run_dag, task_states, xcom_return_values
-from canned_server import CannedAnswer, canned_server
-from conftest import FAST_LIMITS, ORDER_SECRET, ORDER_WEBHOOK, connection_json
-from tls_server import tls_server
 
 from airflow_octorpa.call_record import STARTED, CallLedger, record_store
 from airflow_octorpa.exceptions import CallOutcome, OctoRpaConfigurationError, OctoRpaTryLaterError
 from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
 from airflow_octorpa.storage import VARIABLE_PREFIX
+from tests.support.airflow_helpers import HAS_TASK_STATE_STORE, MemoryRecords, run_dag, task_states, xcom_return_values
+from tests.support.canned_server import CannedAnswer, canned_server
+from tests.support.settings import FAST_LIMITS, ORDER_SECRET, ORDER_WEBHOOK, connection_json
+from tests.support.tls_server import tls_server
 
 START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from airflow_helpers import dag_bag, task_states, xcom_return_values
-from callback_server import report_route
-from conftest import EXAMPLE_DAGS
+
+from tests.support.airflow_helpers import dag_bag, task_states, xcom_return_values
+from tests.support.callback_server import report_route
+from tests.support.settings import EXAMPLE_DAGS
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 

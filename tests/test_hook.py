@@ -9,11 +9,6 @@ import math
 import time
 
 import pytest
-from airflow_cluster import free_port
-from airflow_helpers import MemoryRecords
-from canned_server import CannedAnswer, canned_server
-from conftest import ORDER_SECRET, ORDER_WEBHOOK, VENDOR_SECRET, VENDOR_WEBHOOK, connection_json
-from tls_server import tls_server
 
 from airflow_octorpa.emulator import WebhookSpec
 from airflow_octorpa.exceptions import (
@@ -24,6 +19,11 @@ from airflow_octorpa.exceptions import (
     OctoRpaWebhookError,
 )
 from airflow_octorpa.hooks.octorpa import OctoRpaHook, TriggerResult, build_payload
+from tests.support.airflow_cluster import free_port
+from tests.support.airflow_helpers import MemoryRecords
+from tests.support.canned_server import CannedAnswer, canned_server
+from tests.support.settings import ORDER_SECRET, ORDER_WEBHOOK, VENDOR_SECRET, VENDOR_WEBHOOK, connection_json
+from tests.support.tls_server import tls_server
 
 
 def _set_conn(monkeypatch: pytest.MonkeyPatch, value: str, conn_id: str = "octorpa_default") -> OctoRpaHook:

@@ -9,7 +9,15 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import ORDER_SECRET, ORDER_WEBHOOK, VENDOR_SECRET, VENDOR_WEBHOOK, airflow_cli, connection_json
+
+from tests.support.settings import (
+    ORDER_SECRET,
+    ORDER_WEBHOOK,
+    VENDOR_SECRET,
+    VENDOR_WEBHOOK,
+    airflow_cli,
+    connection_json,
+)
 
 pytest.importorskip("airflow.providers.openlineage")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime
 
 import pytest
-from airflow_helpers import rendered_fields, run_dag, task_states, xcom_return_values
 
 from airflow_octorpa.exceptions import OctoRpaInvalidParamsError
 from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator, rendered_app_params
+from tests.support.airflow_helpers import rendered_fields, run_dag, task_states, xcom_return_values
 
 START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 
@@ -198,9 +198,8 @@ def test_default_args_pool_wins_over_the_operator_default_mapped_or_not():
 
 
 def test_unsigned_connection_warns_that_the_url_is_the_only_credential(emulator, monkeypatch, capfd):
-    from conftest import FAST_LIMITS, connection_json
-
     from airflow_octorpa.emulator import WebhookSpec
+    from tests.support.settings import FAST_LIMITS, connection_json
 
     emulator.state.put_webhook(
         WebhookSpec.from_dict({"id": "open-hook", "robot": "robot-warehouse-01", "app": {"inputs": {"x": 0}}})
@@ -215,7 +214,7 @@ def test_unsigned_connection_warns_that_the_url_is_the_only_credential(emulator,
 
 
 def test_failed_call_fails_the_task(emulator, monkeypatch):
-    from conftest import FAST_LIMITS, ORDER_WEBHOOK, connection_json
+    from tests.support.settings import FAST_LIMITS, ORDER_WEBHOOK, connection_json
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_OCTORPA_BAD",

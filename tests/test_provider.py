@@ -8,12 +8,12 @@ from pathlib import Path
 
 import airflow
 import pytest
-from airflow_helpers import AIRFLOW_V_3
-from cli_output import json_output
-from conftest import airflow_cli
 
 from airflow_octorpa.get_provider_info import get_provider_info
 from airflow_octorpa.hooks.octorpa import OctoRpaHook
+from tests.support.airflow_helpers import AIRFLOW_V_3
+from tests.support.cli_output import json_output
+from tests.support.settings import airflow_cli
 
 
 def test_entry_point_points_at_get_provider_info():

@@ -5,9 +5,6 @@ from __future__ import annotations
 import datetime
 
 import pytest
-from airflow_cluster import free_port
-from airflow_helpers import AIRFLOW_V_3, run_dag, task_states, xcom_return_values
-from conftest import ORDER_SECRET, ORDER_WEBHOOK, airflow_cli, connection_json, publish_pools
 
 from airflow_octorpa.exceptions import (
     CallOutcome,
@@ -16,6 +13,9 @@ from airflow_octorpa.exceptions import (
 )
 from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
 from airflow_octorpa.rate_limit import hold_seconds
+from tests.support.airflow_cluster import free_port
+from tests.support.airflow_helpers import AIRFLOW_V_3, run_dag, task_states, xcom_return_values
+from tests.support.settings import ORDER_SECRET, ORDER_WEBHOOK, airflow_cli, connection_json, publish_pools
 
 START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 

@@ -16,14 +16,21 @@ from pathlib import Path
 
 import pytest
 import requests
-from airflow_cluster import OTHER_CLOCK, AirflowCluster, can_run_on_other_clock, component, kill, pids_whose
-from airflow_helpers import AIRFLOW_V_3, AIRFLOW_VERSION
-from callback_server import BAD_REPORTS, send_bad_reports
-from conftest import ORDER_SECRET, ORDER_WEBHOOK
-from fault_load import run_fault_load
-from limits_check import SCALED_LIMITS, min_gap, scaled_emulator, within
 
 from airflow_octorpa.rate_limit import hold_seconds
+from tests.support.airflow_cluster import (
+    OTHER_CLOCK,
+    AirflowCluster,
+    can_run_on_other_clock,
+    component,
+    kill,
+    pids_whose,
+)
+from tests.support.airflow_helpers import AIRFLOW_V_3, AIRFLOW_VERSION
+from tests.support.callback_server import BAD_REPORTS, send_bad_reports
+from tests.support.fault_load import run_fault_load
+from tests.support.limits_check import SCALED_LIMITS, min_gap, scaled_emulator, within
+from tests.support.settings import ORDER_SECRET, ORDER_WEBHOOK
 
 N_PER_DAG = 24
 # Airflow 3.0's task supervisor marks a task whose process died of a signal FAILED, without retries.
@@ -47,7 +54,7 @@ def _database(stack: contextlib.ExitStack) -> str | None:
     """The components' metadata database: SQLite in their home, or PostgreSQL for Airflow 2."""
     if AIRFLOW_V_3:
         return None
-    from services import PostgresServer, ensure_installed
+    from tests.support.services import PostgresServer, ensure_installed
 
     if (impossible := ensure_installed({"initdb": "postgresql"})) is not None:
         pytest.skip(f"Airflow 2 runs the LocalExecutor only on PostgreSQL or MySQL: {impossible}")

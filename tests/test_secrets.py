@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime
 
 import pytest
-from airflow_helpers import AIRFLOW_VERSION, dag_bag, run_dag
-from conftest import EXAMPLE_DAGS, FAST_LIMITS, ORDER_SECRET, ORDER_WEBHOOK, connection_json
 
 from airflow_octorpa.emulator import expected_sign
 from airflow_octorpa.hooks.octorpa import OctoRpaHook
 from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
+from tests.support.airflow_helpers import AIRFLOW_VERSION, dag_bag, run_dag
+from tests.support.settings import EXAMPLE_DAGS, FAST_LIMITS, ORDER_SECRET, ORDER_WEBHOOK, connection_json
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 

@@ -9,9 +9,9 @@ import sys
 import time
 
 import pytest
-from airflow_cluster import OTHER_CLOCK, can_run_on_other_clock
 
 from airflow_octorpa.triggers.octorpa import OctoRpaSlotHoldTrigger, monotonic_clock_id
+from tests.support.airflow_cluster import OTHER_CLOCK, can_run_on_other_clock
 
 RESULT = {"flow_process_no": "639086220306619793", "flow_id": "f-1", "enterprise_id": "e-1"}
 ON_LINUX = pytest.mark.skipif(sys.platform != "linux", reason="the shared monotonic clock is told apart on Linux")

@@ -7,16 +7,14 @@ everything stopped on exit. Used by ``make test-distributed`` and ``make bench``
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+from tests.support.airflow_cluster import NO_LOG_SERVER, AirflowCluster, Component, component
+from tests.support.services import PostgresServer, RedisServer, ensure_installed
 
-from airflow_cluster import NO_LOG_SERVER, AirflowCluster, Component, component  # noqa: E402
-from services import PostgresServer, RedisServer, ensure_installed  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 REQUIRED_PROGRAMS = {"initdb": "postgresql", "postgres": "postgresql", "redis-server": "redis-server"}
 WORKERS = ("worker-1", "worker-2")

@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from celery_deployment import celery_deployment, worker
+
+from tests_distributed.celery_deployment import celery_deployment, worker
 
 HERE = Path(__file__).resolve().parent
-from airflow_cluster import component  # noqa: E402  (tests/ is on the path through celery_deployment)
-from fault_load import account  # noqa: E402
-from limits_check import SCALED_LIMITS, ideal_seconds, scaled_emulator, worst_windows  # noqa: E402
+from tests.support.airflow_cluster import component  # noqa: E402  (tests/ is on the path through celery_deployment)
+from tests.support.fault_load import account  # noqa: E402
+from tests.support.limits_check import SCALED_LIMITS, ideal_seconds, scaled_emulator, worst_windows  # noqa: E402
 
 # The emulator and the connection use the vendor's windows scaled down (limits_check.SCALED_LIMITS).
 WEBHOOK, SECRET = "order-processing", "demo-order-secret"

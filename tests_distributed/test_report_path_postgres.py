@@ -21,11 +21,12 @@ from pathlib import Path
 
 import celery_deployment  # noqa: F401 - puts tests/ on the path, as for test_celery.py
 import pytest
-from airflow_cluster import AirflowCluster
-from airflow_helpers import AIRFLOW_VERSION
-from callback_server import BAD_REPORTS, send_bad_reports
-from conftest import ORDER_SECRET
-from limits_check import SCALED_LIMITS, scaled_emulator
+
+from tests.support.airflow_cluster import AirflowCluster
+from tests.support.airflow_helpers import AIRFLOW_VERSION
+from tests.support.callback_server import BAD_REPORTS, send_bad_reports
+from tests.support.limits_check import SCALED_LIMITS, scaled_emulator
+from tests.support.settings import ORDER_SECRET
 
 pytestmark = pytest.mark.skipif(
     AIRFLOW_VERSION.release[:2] not in ((3, 2), (3, 3)), reason="PostgreSQL's JSONB columns of Airflow 3.2 and 3.3"
@@ -37,7 +38,8 @@ TESTS = Path(__file__).resolve().parent.parent / "tests"
 @pytest.fixture(scope="module")
 def deployment():
     from cryptography.fernet import Fernet
-    from services import PostgresServer, ensure_installed
+
+    from tests.support.services import PostgresServer, ensure_installed
 
     if (impossible := ensure_installed({"initdb": "postgresql"})) is not None:
         pytest.skip(f"needs PostgreSQL: {impossible}")

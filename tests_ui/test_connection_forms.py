@@ -21,7 +21,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -31,16 +30,13 @@ from typing import Any
 
 import pytest
 
+from airflow_octorpa.emulator import OctoRpaEmulator
+from scripts.test_compat import ensure_venv
+from tests.support.airflow_cluster import free_port, kill_processes_of_home, stop_groups
+from tests.support.cli_output import json_output
+from tests.support.services import ensure_installed
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "scripts"))
-
-from airflow_cluster import free_port, kill_processes_of_home, stop_groups  # noqa: E402
-from cli_output import json_output  # noqa: E402
-from services import ensure_installed  # noqa: E402
-from test_compat import ensure_venv  # noqa: E402
-
-from airflow_octorpa.emulator import OctoRpaEmulator  # noqa: E402
 
 DOCS = REPO / "docs" / "pages" / "images"
 CJK_FONT = "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"

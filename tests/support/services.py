@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from airflow_cluster import free_port
+from tests.support.airflow_cluster import free_port
 
 _GRACE_SECONDS = 10.0
 

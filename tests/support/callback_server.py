@@ -10,8 +10,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from airflow_cluster import free_port
-from airflow_helpers import AIRFLOW_V_3
+from tests.support.airflow_cluster import free_port
+from tests.support.airflow_helpers import AIRFLOW_V_3
 
 _NESTED = b'{"status": "succeeded", "outputs": {"a": ' + b"[" * 600 + b"]" * 600 + b"}}"
 # Reports a Variable, a trigger, an XCom or PostgreSQL's JSONB could not carry: the route answers

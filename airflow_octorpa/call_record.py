@@ -1,33 +1,10 @@
 """The record of a task instance's webhook call, kept across its retries, a killed worker and a resume.
 
-A call is recorded as ``sending`` before its request leaves, and becomes ``started`` (with the
-run's ``flowProcessNo``) or ``unknown`` once its outcome is known; a call that certainly started
-nothing is erased. A retry of the same task instance reads the record first: ``started`` returns
-that run instead of triggering again, ``sending`` or ``unknown`` means a run may have started.
-Writing ``sending`` first closes the gap between a request and the write of its result: a worker
-killed in between leaves ``sending``, never nothing.
-
-Where it is kept: Airflow 3.3's task state store, scoped to the DAG run, task and map index and
-surviving retries and clearing alike. Before 3.3 there is none, so the record is an Airflow
-Variable keyed by DAG, run, task and map index (:class:`VariableRecords`, :func:`variable_key`);
-the provider's listener removes a run's Variables once the DAG run ends
-(:func:`airflow_octorpa.storage.forget_dag_run`).
-
-A clear is a deliberate new trigger, so each record carries the task instance's *generation*: its
-``max_tries`` as the scheduler set it, and its DAG run's ``clear_number``. Retries leave both alone;
-a clear sets ``max_tries`` to ``try_number + retries`` (past every earlier value while ``retries``
-stays put), and raises ``clear_number`` whenever it re-queues the DAG run (every clear from Airflow
-3.2, a clear of an ended run before). The worker's own ``self.retries`` is never used: it may
-differ from the scheduler's (a DAG edited between tries, retries read from a Variable).
-
-A record also names its DAG run by the run's start date: a run deleted while a task awaited a
-retry leaves its record behind, and a new run with the same run id (the key's only run part) must
-not take it for its own.
-
-Reading a record must tell "none" from "could not read": on Airflow 2 ``Variable.get`` logs a
-metadata-database error and returns the default, and on Airflow 3 the execution API answers 404
-for a backend error (the Task SDK returns None for any error on 3.1 and 3.2). So a retry that
-reads nothing confirms it (:meth:`VariableRecords.read`) before it may send.
+``sending`` is written before the request leaves, then ``started`` (with the run) or ``unknown``;
+a call that certainly started nothing is erased. A retry reads it first and never resends what may
+have started. Each record carries the task instance's generation (its ``max_tries`` and its DAG
+run's ``clear_number``), so that a clear, and only a clear, is a new trigger. The rules, and why
+each is needed on each Airflow version, are on the "Never twice" page (docs/pages/never-twice.md).
 """
 
 from __future__ import annotations

@@ -1,20 +1,12 @@
 """A ``requests`` session that knows whether any byte of a request left this machine.
 
-A webhook call is not idempotent, so a failed exchange must be classed exactly: failures before
-the first byte of the request was written (a refused connection, a failed TLS handshake or
-certificate check, a proxy that refused the tunnel, a URL ``requests`` cannot use, a local
-setting it cannot apply) started nothing and may be sent again; any failure after it (a reset, a
-timeout, a TLS error while reading the answer) may have started a run. urllib3 raises the same
-exception types on both sides (an ``SSLError`` comes from the handshake and from reading alike),
-so the type alone cannot tell. The connections here mark the moment the first byte is written
-instead, and :func:`request_was_sent` reads that mark.
-
-Where the mark cannot be read (a SOCKS proxy uses urllib3's own connections) the exception's type
-decides, and only the types that prove nothing was sent count as "never sent".
-
-The session also never adds credentials of its own: no ``~/.netrc`` entry and no user info from the
-URL becomes an ``Authorization`` header. Proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY``)
-are kept: corporate networks need them.
+A webhook call is not idempotent, and urllib3 raises the same exception types before and after a
+request is written (an ``SSLError`` comes from the handshake and from reading alike). So the
+connections here mark the moment the first byte is written, and :func:`request_was_sent` reads
+the mark: only a failure before it proves that nothing started. Where the mark cannot be read (a
+SOCKS proxy), only the exception types that prove nothing was sent count as "never sent". The
+session adds no credentials of its own (no ``~/.netrc`` login, no user info from the URL) and keeps
+the environment's proxies. The "Security" page says the rest.
 """
 
 from __future__ import annotations

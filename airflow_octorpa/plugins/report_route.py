@@ -1,21 +1,9 @@
 """The route a run reports to: ``GET|POST <base>/octorpa/v1/callbacks/<token>``.
 
-Served by Airflow 3's api-server as a plugin FastAPI app, and by Airflow 2's webserver as a Flask
-blueprint (exempt from CSRF, which a robot cannot satisfy). It needs no Airflow login: the token is
-the credential, good for one call's report only, and no other Airflow route becomes reachable.
-
-- ``POST`` with ``Content-Type: application/json`` and ``{"status": "succeeded" | "failed",
-  "outputs": {...}, "message": "..."}`` (``outputs`` and ``message`` optional; at most 64 KiB);
-- ``GET ...?status=succeeded`` (or ``failed``, with an optional ``message`` of at most 1,000
-  characters), for an app that can only open a web page.
-
-Answers: 200 ``{"accepted": true}`` for the first report and an identical repeat; 409 for a
-contradiction or a wait that has ended; 404 for a token that names no call; 400 for a malformed
-report or one beyond the shape limits (:mod:`airflow_octorpa.callbacks.reports`); 413 for a body
-over 64 KiB. Never a 5xx for bad input; the answer is sent after the report is committed.
-
-The token is blanked in the server's own record of the request (the ASGI scope, the WSGI environ)
-before the server's access log reads it, and is held in a value whose repr hides it.
+A FastAPI app on Airflow 3's api-server, a Flask blueprint on Airflow 2's webserver (exempt from
+CSRF, which a robot cannot satisfy). It needs no Airflow login: the token is the credential, for one
+call's report only. The token is blanked in the server's own record of the request before its
+access log reads it. The contract (bodies, answers, limits) is on the "Waiting for a run" page.
 """
 
 # No "from __future__ import annotations": FastAPI reads the endpoint's annotations at definition,

@@ -44,27 +44,11 @@ class OctoRpaSlotHoldTrigger(BaseTrigger):
     """
     Wait out the rest of a slot hold, then hand the task's result back to it on a worker.
 
-    The hold is never timed by comparing two clocks: a wall clock may step, and two machines'
-    clocks may disagree.
-
-    - A triggerer on the worker's host (same boot, same time namespace: ``clock`` matches, and
-      the clock reads no earlier than the deferral) reads the very monotonic clock the worker
-      timed the call on, and ends the hold at ``monotonic_deadline``, the moment the worker's own
-      hold would have ended. The triggerer's hand-off (about 1.3 s) then overlaps the hold
-      instead of adding to it. The name can match on another host too: the initial time
-      namespace has the same inode everywhere, and virtual machines restored from one snapshot
-      share a boot id. So the hold also lasts until ``wall_deadline`` on the wall clock: it ends
-      no earlier than either clock says, and only a host whose two clocks both run ahead of the
-      worker's could end it early.
-    - Anywhere else the hold is ``hold_seconds`` timed from the trigger's start on the
-      triggerer's own monotonic clock, so the hand-off adds to it.
-
-    Either way a triggerer that restarts never shortens a hold: on the same host it keeps the same
-    end, elsewhere it waits the whole ``hold_seconds`` again.
-
-    It only sleeps: it never calls the webhook, so running it twice cannot start a second run.
-    The task resumes in ``execute_complete`` and ends there as it would in worker mode (XCom,
-    listeners, mapped lengths), with ``result`` from the event.
+    The hold never compares two clocks. On the worker's host (``clock`` matches) it ends at the
+    worker's own ``monotonic_deadline``, and not before ``wall_deadline`` (a matching clock name
+    on another host must not end it early); anywhere else it lasts ``hold_seconds`` from the
+    trigger's start. A restart never shortens it. It only sleeps, so running it twice starts
+    nothing; the "Rate limits" page says why each case is safe.
 
     :param hold_seconds: How much longer the task keeps its pool slot, as of the deferral.
     :param result: The started run (``flow_process_no``, ``flow_id``, ``enterprise_id``).

@@ -37,19 +37,9 @@ def read_pools(session: Any) -> dict[str, dict[str, Any]]:
 
 def publish_pool_facts(session: Any) -> bool:
     """Copy :func:`read_pools` into the ``octorpa_pools`` Variable; True when it changed."""
-    from airflow.models.variable import Variable
-    from sqlalchemy import select
+    from airflow_octorpa.storage import put_text
 
-    text = json.dumps(read_pools(session), sort_keys=True)
-    row = session.scalar(select(Variable).where(Variable.key == POOL_FACTS_KEY))
-    if row is None:
-        session.add(Variable(key=POOL_FACTS_KEY, val=text, description=_DESCRIPTION))
-    elif row.val != text:
-        row.set_val(text)
-    else:
-        return False
-    session.flush()
-    return True
+    return put_text(session, POOL_FACTS_KEY, json.dumps(read_pools(session), sort_keys=True), _DESCRIPTION)
 
 
 @dataclass(frozen=True)

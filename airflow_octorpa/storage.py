@@ -83,9 +83,7 @@ class VariableRecords:
 
     @staticmethod
     def _get(key: str) -> str | None:
-        from airflow.providers.common.compat.sdk import Variable
-
-        return Variable.get(key, None)
+        return get_text(key)
 
     def _probe(self) -> None:
         confirm_variables_answer(self.key + PROBE_SUFFIX, self._run, self.key)
@@ -211,3 +209,114 @@ def json_object(text: str | None) -> dict[str, Any] | None:
     except (TypeError, ValueError):
         return None
     return stored if isinstance(stored, dict) else None
+
+
+# -- Variables through the Task SDK (a task, the triggerer) ----------------------------------------
+
+
+def get_text(key: str) -> str | None:
+    """A Variable's text, or None (which a failed read also gives: see :func:`confirm_variables_answer`)."""
+    from airflow_octorpa import version_compat
+
+    return version_compat.get_variable(key)
+
+
+def set_checked(key: str, value: str, description: str) -> None:
+    """Write a Variable and read it back: the Task SDK logs a failed write instead of raising."""
+    from airflow.providers.common.compat.sdk import Variable
+
+    Variable.set(key, value, description=description)
+    if get_text(key) != value:
+        raise RuntimeError(f"the Airflow Variable {key!r} could not be written")
+
+
+def delete_checked(key: str) -> None:
+    """Delete a Variable, if there is one, and make sure it is gone."""
+    from airflow.providers.common.compat.sdk import Variable
+
+    if get_text(key) is None:
+        return
+    Variable.delete(key)
+    if get_text(key) is not None:
+        raise RuntimeError(f"the Airflow Variable {key!r} could not be removed")
+
+
+# -- Variables in the metadata database (the route, the scheduler) -------------------------------
+
+
+def read_row(session: Any, key: str) -> tuple[str | None, dict[str, Any] | None] | None:
+    """A Variable's stored value (as is, for :func:`replace_if_unchanged`) and its JSON object (None
+    when it cannot be read: another Fernet key, not JSON); None when there is no such Variable."""
+    from airflow.models.variable import Variable
+    from sqlalchemy import select
+
+    table = Variable.__table__
+    row = session.execute(select(table.c.val, table.c.is_encrypted).where(table.c.key == key)).first()
+    if row is None:
+        return None
+    return row.val, _decoded(row.val, row.is_encrypted)
+
+
+def replace_if_unchanged(session: Any, key: str, stored: str | None, value: dict[str, Any]) -> bool:
+    """Write ``value`` only if the Variable still holds ``stored``: of two writers, one wins."""
+    from airflow.models.variable import Variable
+    from sqlalchemy import update
+
+    table = Variable.__table__
+    text, encrypted = _encoded(value)
+    result = session.execute(
+        update(table).where(table.c.key == key, table.c.val == stored).values(val=text, is_encrypted=encrypted)
+    )
+    return result.rowcount == 1
+
+
+def insert_new(session: Any, key: str, value: dict[str, Any], description: str) -> bool:
+    """Create a Variable; False when one of that key exists (the caller rolls back)."""
+    from airflow.models.variable import Variable
+    from sqlalchemy import insert
+    from sqlalchemy.exc import IntegrityError
+
+    table = Variable.__table__
+    text, encrypted = _encoded(value)
+    try:
+        session.execute(insert(table).values(key=key, val=text, is_encrypted=encrypted, description=description))
+    except IntegrityError:
+        return False
+    return True
+
+
+def put_text(session: Any, key: str, text: str, description: str) -> bool:
+    """Create or update a Variable in ``session``; True when its value changed."""
+    from airflow.models.variable import Variable
+    from sqlalchemy import select
+
+    row = session.scalar(select(Variable).where(Variable.key == key))
+    if row is None:
+        session.add(Variable(key=key, val=text, description=description))
+    elif row.val != text:
+        row.set_val(text)
+    else:
+        return False
+    session.flush()
+    return True
+
+
+def _decoded(raw: str | None, encrypted: bool) -> dict[str, Any] | None:
+    from airflow.models.crypto import get_fernet
+
+    try:
+        text = get_fernet().decrypt(raw.encode()).decode() if encrypted and raw else raw
+        stored = json.loads(text or "")
+    except Exception:  # noqa: BLE001 - an unreadable record: the caller refuses to change it
+        return None
+    return stored if isinstance(stored, dict) else None
+
+
+def _encoded(value: dict[str, Any]) -> tuple[str, bool]:
+    from airflow.models.crypto import get_fernet
+
+    text = json.dumps(value, ensure_ascii=False)
+    fernet = get_fernet()
+    if getattr(fernet, "is_encrypted", False):
+        return fernet.encrypt(text.encode()).decode(), True
+    return text, False

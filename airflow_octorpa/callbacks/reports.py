@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_octorpa import storage
 from airflow_octorpa.storage import CLAIM_SUFFIX, REPORT_PREFIX, ti_digest
 
 WAITING, SUCCEEDED, FAILED, EXPIRED = "waiting", "succeeded", "failed", "expired"
@@ -182,16 +183,8 @@ def registration(dag_id: str, run_id: str, task_id: str, map_index: int, token_s
 def register(key: ReportKey, dag_id: str, run_id: str, task_id: str, map_index: int) -> None:
     """Record that the call keyed ``key`` awaits its report; raises when it did not land. An earlier
     call of the task instance (a try that started nothing, or a clear) gives up its record."""
-    from airflow.providers.common.compat.sdk import Variable
-
-    if _get(key.claim) is not None:
-        Variable.delete(key.claim)
-        if _get(key.claim) is not None:  # a claim left in place would refuse this call's report
-            raise RuntimeError(f"the Airflow Variable {key.claim!r} could not be removed")
-    value = registration(dag_id, run_id, task_id, map_index, key.token_sha256)
-    Variable.set(key.variable, value, description=_DESCRIPTION)
-    if _get(key.variable) != value:  # the Task SDK logs a failed write instead of raising
-        raise RuntimeError(f"the Airflow Variable {key.variable!r} could not be written")
+    storage.delete_checked(key.claim)  # a claim left in place would refuse this call's report
+    storage.set_checked(key.variable, registration(dag_id, run_id, task_id, map_index, key.token_sha256), _DESCRIPTION)
 
 
 class RecordUnreadable(RuntimeError):
@@ -224,8 +217,7 @@ def expire(key: ReportKey, dag_id: str, run_id: str) -> dict[str, Any] | None:
     if stored is None or stored.get("status") != WAITING:
         # Reported, already ended, replaced by a later call of the task, or gone: nothing to claim.
         return stored if stored is not None and stored.get("status") in (SUCCEEDED, FAILED) else None
-    claim = json.dumps({"dag_id": dag_id, "run_id": run_id, "end": EXPIRED})
-    Variable.set(key.claim, claim, description=_DESCRIPTION)
+    Variable.set(key.claim, json.dumps({"dag_id": dag_id, "run_id": run_id, "end": EXPIRED}), description=_DESCRIPTION)
     if _get(key.claim) is None:
         raise RuntimeError(f"the Airflow Variable {key.claim!r} could not be written")
     stored = read(key)  # a report committed before the claim is used
@@ -237,9 +229,7 @@ def expire(key: ReportKey, dag_id: str, run_id: str) -> dict[str, Any] | None:
 
 
 def _get(variable: str) -> str | None:
-    from airflow_octorpa.version_compat import get_variable
-
-    return get_variable(variable)
+    return storage.get_text(variable)
 
 
 # -- the route (metadata database) --------------------------------------------------------------
@@ -262,16 +252,11 @@ def record_report(key: ReportKey, report: RunReport, session: Any) -> RouteAnswe
     200 for the first report and an identical repeat, 409 for a contradiction or a wait that has
     ended (nothing changes), 404 for a token that names no call (no row is created).
     """
-    from airflow.models.variable import Variable
-    from sqlalchemy import insert, select, update
-    from sqlalchemy.exc import IntegrityError
-
-    table = Variable.__table__
     for _ in range(3):  # a lost race is re-read once; a third round cannot be needed
-        row = session.execute(select(table.c.val, table.c.is_encrypted).where(table.c.key == key.variable)).first()
-        if row is None:
+        found = storage.read_row(session, key.variable)
+        if found is None:
             return NOT_FOUND
-        stored = _decoded(row.val, row.is_encrypted)
+        raw, stored = found
         if stored is None:
             return RouteAnswer(409, {"accepted": False, "error": "This call's record cannot be read; nothing changed."})
         if not key.owns(stored):
@@ -283,54 +268,20 @@ def record_report(key: ReportKey, report: RunReport, session: Any) -> RouteAnswe
             if report.same_as(stored):
                 return RouteAnswer(200, {"accepted": True})
             return RouteAnswer(409, {"accepted": False, "error": f"This run already reported {status!r}."})
-        new_value, encrypted = _encoded(
-            {**stored, "status": report.status, "outputs": report.outputs, "message": report.message,
-             "reported_at": time.time()}
-        )  # fmt: skip
-        claim, claim_encrypted = _encoded(
-            {"dag_id": stored.get("dag_id"), "run_id": stored.get("run_id"), "end": "reported"}
-        )
+        reported = {**stored, "status": report.status, "outputs": report.outputs, "message": report.message,
+                    "reported_at": time.time()}  # fmt: skip
         # Conditional on the value read: of two reports at once, exactly one changes the row. The
         # claim's insert fails once a wait has ended (see expire()).
-        result = session.execute(
-            update(table)
-            .where(table.c.key == key.variable, table.c.val == row.val)
-            .values(val=new_value, is_encrypted=encrypted)
-        )
-        if result.rowcount != 1:
+        if not storage.replace_if_unchanged(session, key.variable, raw, reported):
             session.rollback()
             continue
-        try:
-            session.execute(
-                insert(table).values(key=key.claim, val=claim, is_encrypted=claim_encrypted, description=_DESCRIPTION)
-            )
-        except IntegrityError:
+        claim = {"dag_id": stored.get("dag_id"), "run_id": stored.get("run_id"), "end": "reported"}
+        if not storage.insert_new(session, key.claim, claim, _DESCRIPTION):
             session.rollback()
             return RouteAnswer(409, {"accepted": False, "error": "The wait for this run has ended; not accepted."})
         session.commit()
         return RouteAnswer(200, {"accepted": True})
     return RouteAnswer(409, {"accepted": False, "error": "Another report changed this call at the same time."})
-
-
-def _decoded(raw: str | None, encrypted: bool) -> dict[str, Any] | None:
-    from airflow.models.crypto import get_fernet
-
-    try:
-        text = get_fernet().decrypt(raw.encode()).decode() if encrypted and raw else raw
-        stored = json.loads(text or "")
-    except Exception:  # noqa: BLE001 - an unreadable record: the caller refuses to change it
-        return None
-    return stored if isinstance(stored, dict) else None
-
-
-def _encoded(value: dict[str, Any]) -> tuple[str, bool]:
-    from airflow.models.crypto import get_fernet
-
-    text = json.dumps(value, ensure_ascii=False)
-    fernet = get_fernet()
-    if getattr(fernet, "is_encrypted", False):
-        return fernet.encrypt(text.encode()).decode(), True
-    return text, False
 
 
 def _canonical(value: Any) -> str:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +13,7 @@ from airflow_octorpa.cli.trigger import RecentCallsError, RecentTriggerCalls, _s
 from airflow_octorpa.rate_limit import pool_file
 from tests.support.callback_server import report_route
 from tests.support.canned_server import CannedAnswer, canned_server
-from tests.support.cli_output import json_output
+from tests.support.cli_output import json_output, octorpa
 from tests.support.settings import (
     ORDER_SECRET,
     ORDER_WEBHOOK,
@@ -26,20 +23,7 @@ from tests.support.settings import (
     connection_json,
 )
 
-OCTORPA = str(Path(sys.executable).with_name("octorpa"))
 REPO = Path(__file__).resolve().parent.parent
-
-
-def octorpa(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [OCTORPA, *args],
-        env={**os.environ, **(env or {})},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ import json
 import time
 
 import pytest
-from test_cli import octorpa
 
 from airflow_octorpa.run_records import sweep
 from airflow_octorpa.storage import REPORT_PREFIX, ti_keys
 from tests.support.airflow_helpers import run_dag, task_states, xcom_return_values
+from tests.support.cli_output import octorpa
 
 START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 LEGACY = REPORT_PREFIX + "ab" * 32  # a record of an earlier 0.3 build: its key names no task instance

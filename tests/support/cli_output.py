@@ -1,9 +1,29 @@
-"""Reading what an ``airflow`` or ``octorpa`` command printed, whatever an Airflow version logs beside it."""
+"""Running this environment's ``octorpa`` command, and reading what an ``airflow`` or ``octorpa`` command
+printed, whatever an Airflow version logs beside it."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
+
+OCTORPA = str(Path(sys.executable).with_name("octorpa"))
+
+
+def octorpa(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``octorpa`` with this process's environment and ``env``."""
+    return subprocess.run(
+        [OCTORPA, *args],
+        env={**os.environ, **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def json_output(stdout: str) -> Any:

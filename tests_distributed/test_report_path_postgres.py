@@ -19,7 +19,6 @@ import tempfile
 import uuid
 from pathlib import Path
 
-import celery_deployment  # noqa: F401 - puts tests/ on the path, as for test_celery.py
 import pytest
 
 from tests.support.airflow_cluster import AirflowCluster

@@ -50,6 +50,28 @@ def _one_in_process_execution_api() -> None:
         supervisor.in_process_api_server = functools.cache(supervisor.in_process_api_server)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _reschedule_dates_parsed_as_a_worker_parses_them() -> None:
+    """Airflow 3.0's client builds the first reschedule date with ``model_construct``, leaving it a
+    string. A worker never sees that (the supervisor's socket message is parsed into a datetime),
+    but ``dag.test()`` hands it over in-process, and a reschedule sensor then fails on
+    ``utcnow() - str``. Airflow 3.1 parses it; here 3.0's is parsed as 3.1 does."""
+    try:
+        from airflow.sdk.api.client import TaskInstanceOperations, TaskRescheduleStartDate
+    except ImportError:  # Airflow 2
+        return
+    fetch = TaskInstanceOperations.get_reschedule_start_date
+
+    @functools.wraps(fetch)
+    def parsed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        answer = fetch(self, *args, **kwargs)
+        if isinstance(getattr(answer, "start_date", None), str):
+            return TaskRescheduleStartDate(start_date=answer.start_date)
+        return answer
+
+    TaskInstanceOperations.get_reschedule_start_date = parsed  # type: ignore[method-assign]
+
+
 @pytest.fixture(scope="session")
 def _emulator_server() -> Iterator[Any]:
     from airflow_octorpa.emulator import OctoRpaEmulator

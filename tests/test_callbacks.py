@@ -100,6 +100,14 @@ def test_the_apps_report_completes_the_wait_with_its_outputs(reporting_app, defe
     assert url.rsplit("/", 1)[1] not in json.dumps(trigger_xcom) and "report_key" in trigger_xcom
 
 
+def test_a_reschedule_wait_that_pokes_several_times_gets_the_report(reporting_app):
+    # The report lands after a few pokes: each later poke reads the first reschedule's date.
+    reporting_app(after=4, outputs={"件数": 3})
+    dag_run = _start_and_wait("cb_several_pokes", sensor_kwargs={"deferrable": False})
+    assert task_states(dag_run) == {("trigger", -1): "success", ("wait", -1): "success"}
+    assert xcom_return_values(dag_run, "wait")[-1]["outputs"] == {"件数": 3}
+
+
 def test_a_get_report_with_a_message_works_like_a_post(reporting_app):
     emulator = reporting_app(after=0.5, method="GET", message="打开网页")
     dag_run = _start_and_wait("cb_get")

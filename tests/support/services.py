@@ -8,6 +8,7 @@ Neither runs as root: run by root, each runs as the user its Debian package crea
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import shutil
@@ -32,10 +33,15 @@ def ensure_installed(packages: dict[str, str]) -> str | None:
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         return f"{sorted(missing)} missing and not installable here: apt-get install {' '.join(missing.values())}"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *sorted(set(missing.values()))]):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=900)
-        if done.returncode != 0:
-            return f"{' '.join(command)} failed: {done.stderr[-2000:]}"
+    # Suites of two Airflow versions may install at once (make test-compat): one apt-get at a time.
+    with open(os.path.join(tempfile.gettempdir(), "octorpa-apt-get.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        missing = {program: package for program, package in missing.items() if not _find_program(program)}
+        commands = (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *sorted(set(missing.values()))])
+        for command in commands if missing else ():
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=900)
+            if done.returncode != 0:
+                return f"{' '.join(command)} failed: {done.stderr[-2000:]}"
     still = [program for program in missing if not _find_program(program)]
     return f"{still} still missing after apt-get install" if still else None
 

@@ -194,7 +194,7 @@ class RecordUnreadable(RuntimeError):
 def read(key: ReportKey) -> dict[str, Any] | None:
     """The call's record (``status`` is ``waiting`` until a report lands), None when Airflow says
     there is none (a failed read says so too on Airflow 3); raises :class:`RecordUnreadable`."""
-    text = _get(key.variable)
+    text = storage.get_text(key.variable)
     if text is None:
         return None
     try:
@@ -218,7 +218,7 @@ def expire(key: ReportKey, dag_id: str, run_id: str) -> dict[str, Any] | None:
         # Reported, already ended, replaced by a later call of the task, or gone: nothing to claim.
         return stored if stored is not None and stored.get("status") in (SUCCEEDED, FAILED) else None
     Variable.set(key.claim, json.dumps({"dag_id": dag_id, "run_id": run_id, "end": EXPIRED}), description=_DESCRIPTION)
-    if _get(key.claim) is None:
+    if storage.get_text(key.claim) is None:
         raise RuntimeError(f"the Airflow Variable {key.claim!r} could not be written")
     stored = read(key)  # a report committed before the claim is used
     if stored is not None and stored.get("status") in (SUCCEEDED, FAILED):
@@ -226,10 +226,6 @@ def expire(key: ReportKey, dag_id: str, run_id: str) -> dict[str, Any] | None:
     if stored is not None and stored.get("status") == WAITING:
         Variable.set(key.variable, json.dumps({**stored, "status": EXPIRED}), description=_DESCRIPTION)
     return None
-
-
-def _get(variable: str) -> str | None:
-    return storage.get_text(variable)
 
 
 # -- the route (metadata database) --------------------------------------------------------------

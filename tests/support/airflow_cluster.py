@@ -226,8 +226,12 @@ class AirflowCluster:
         return {map_index: _xcom_value(value) for map_index, value in rows}
 
     def log_tail(self, chars: int = 4000) -> str:
-        logs = self.home / "component-logs"
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}" for p in sorted(logs.glob("*.log")))
+        """The end of each component's log, then of the last task tries' (a failed try says why there)."""
+        components = sorted((self.home / "component-logs").glob("*.log"))
+        tries = sorted((self.home / "logs").glob("dag_id=*/**/*.log"), key=lambda p: p.stat().st_mtime)[-8:]
+        return "\n".join(
+            f"--- {p.relative_to(self.home)}\n{p.read_text(errors='replace')[-chars:]}" for p in components + tries
+        )
 
     # -- helpers --------------------------------------------------------------------------------
 

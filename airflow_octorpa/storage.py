@@ -17,6 +17,7 @@ _MAX_DAG_ID_IN_KEY = 180  # Airflow limits a Variable's key to 250 characters
 
 REPORT_PREFIX = "octorpa_report."  # a run's report: "octorpa_report.<ti digest>"
 CLAIM_SUFFIX = ".end"  # beside it, the claim of the wait's end
+CANCEL_SUFFIX = ".cancel"  # and Airflow's request that the run stop
 _IN_CHUNK = 500  # keys per IN (...): well under every database's bound on parameters
 
 
@@ -153,7 +154,7 @@ def ti_keys(dag_id: str, run_id: str, task_id: str, map_index: int) -> list[str]
     """The Variables a task instance may keep."""
     call = variable_key(dag_id, run_id, task_id, map_index)
     report = REPORT_PREFIX + ti_digest(dag_id, run_id, task_id, map_index)
-    return [call, call + PROBE_SUFFIX, report, report + CLAIM_SUFFIX]
+    return [call, call + PROBE_SUFFIX, report, report + CLAIM_SUFFIX, report + CANCEL_SUFFIX]
 
 
 def _task_instances(dag_id: str, run_id: str, session: Any) -> list[tuple[str, int]]:
@@ -171,13 +172,15 @@ def chunks(keys: list[str]) -> Iterator[list[str]]:
         yield keys[start : start + _IN_CHUNK]
 
 
-def forget_dag_run(dag_id: str, run_id: str, session: Any) -> int:
-    """Delete the Variables of a DAG run's task instances (the run has ended); how many there were."""
+def forget_dag_run(dag_id: str, run_id: str, session: Any, keep: frozenset[str] = frozenset()) -> int:
+    """Delete the Variables of a DAG run's task instances (the run has ended), but those in ``keep``
+    (the sweep removes them later); how many were deleted."""
     from airflow.models.variable import Variable
     from sqlalchemy import delete
 
     table = Variable.__table__
     keys = [key for ti in _task_instances(dag_id, run_id, session) for key in ti_keys(dag_id, run_id, *ti)]
+    keys = [key for key in keys if key not in keep]
     return sum(session.execute(delete(table).where(table.c.key.in_(chunk))).rowcount or 0 for chunk in chunks(keys))
 
 
@@ -255,6 +258,24 @@ def read_row(session: Any, key: str) -> tuple[str | None, dict[str, Any] | None]
     if row is None:
         return None
     return row.val, _decoded(row.val, row.is_encrypted)
+
+
+def rows_of(session: Any, keys: list[str]) -> dict[str, dict[str, Any] | None]:
+    """The JSON objects of the Variables among ``keys`` that exist (None: unreadable), by key."""
+    from airflow.models.variable import Variable
+    from sqlalchemy import select
+
+    table = Variable.__table__
+    found: dict[str, dict[str, Any] | None] = {}
+    for chunk in chunks(keys):
+        query = select(table.c.key, table.c.val, table.c.is_encrypted).where(table.c.key.in_(chunk))
+        found.update((row.key, _decoded(row.val, row.is_encrypted)) for row in session.execute(query))
+    return found
+
+
+def task_instances(dag_id: str, run_id: str, session: Any) -> list[tuple[str, int]]:
+    """A DAG run's task instances, as (task id, map index)."""
+    return _task_instances(dag_id, run_id, session)
 
 
 def replace_if_unchanged(session: Any, key: str, stored: str | None, value: dict[str, Any]) -> bool:

@@ -196,10 +196,19 @@ def _variable(name: str) -> dict | None:
         ("POST", {"data": b"{" + b" " * (64 * 1024 + 10) + b"}", "headers": {"Content-Type": "application/json"}}, 413),
         ("GET", {"params": {"status": "maybe"}}, 400),
         ("GET", {"params": {"status": "failed", "message": "m" * 1001}}, 400),
-        ("GET", {}, 400),
+        ("GET", {"params": {"message": "no status"}}, 400),
+        ("GET", {"params": {"status": "succeeded", "progress": "0.5"}}, 400),
+        ("GET", {"params": {"status": "running", "progress": "half"}}, 400),
+        ("POST", {"json": {"status": "running", "progress": 1.5}}, 400),
+        ("POST", {"json": {"status": "running", "progress": True}}, 400),
+        ("POST", {"data": b'{"status": "running", "progress": NaN}', "headers": {"Content-Type": "application/json"}}, 400),
+        ("POST", {"json": {"status": "running", "outputs": {}}}, 400),
+        ("POST", {"json": {"status": "running", "message": "x" * 1001}}, 400),
     ],
     ids=["not-json", "a-list", "unknown-status", "outputs-list", "long-message", "unknown-field", "too-big",
-         "get-unknown-status", "get-long-message", "get-no-status"],
+         "get-unknown-status", "get-long-message", "get-message-no-status", "get-progress-of-a-final-report",
+         "get-progress-not-a-number", "progress-over-1", "progress-a-bool", "progress-nan", "running-with-outputs",
+         "running-long-message"],
 )  # fmt: skip
 def test_a_malformed_report_is_a_4xx_and_changes_nothing(route, method, kwargs, status):
     url, key = _registered(route)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_octorpa import storage
-from airflow_octorpa.storage import CLAIM_SUFFIX, REPORT_PREFIX, ti_digest
+from airflow_octorpa.storage import CANCEL_SUFFIX, CLAIM_SUFFIX, REPORT_PREFIX, ti_digest
 
 WAITING, SUCCEEDED, FAILED, EXPIRED = "waiting", "succeeded", "failed", "expired"
 MAX_REPORT_BYTES = 64 * 1024
@@ -65,6 +65,10 @@ class ReportKey:
     @property
     def claim(self) -> str:
         return self.variable + CLAIM_SUFFIX
+
+    @property
+    def cancel(self) -> str:
+        return self.variable + CANCEL_SUFFIX
 
     def __str__(self) -> str:
         """The form in the trigger task's XCom (``report_key``)."""
@@ -184,6 +188,7 @@ def register(key: ReportKey, dag_id: str, run_id: str, task_id: str, map_index: 
     """Record that the call keyed ``key`` awaits its report; raises when it did not land. An earlier
     call of the task instance (a try that started nothing, or a clear) gives up its record."""
     storage.delete_checked(key.claim)  # a claim left in place would refuse this call's report
+    storage.delete_checked(key.cancel)  # and a cancel would stop this call's run
     storage.set_checked(key.variable, registration(dag_id, run_id, task_id, map_index, key.token_sha256), _DESCRIPTION)
 
 
@@ -242,11 +247,23 @@ class RouteAnswer:
 NOT_FOUND = RouteAnswer(404, {"accepted": False, "error": "No call awaits a report with this token."})
 
 
+def cancel_asked(session: Any, key: ReportKey, stored: dict[str, Any]) -> bool:
+    """Whether Airflow has asked the run to stop: a cancel marker, or a wait that has ended."""
+    return stored.get("status") == EXPIRED or storage.read_row(session, key.cancel) is not None
+
+
+def heard(stored: dict[str, Any], cancel: bool) -> dict[str, Any]:
+    """The record's change when this request is the app's first after the cancel."""
+    return {"cancel_heard_at": time.time()} if cancel and not stored.get("cancel_heard_at") else {}
+
+
 def record_report(key: ReportKey, report: RunReport, session: Any) -> RouteAnswer:
     """Store ``report`` for the call keyed ``key``: committed before the answer is chosen.
 
     200 for the first report and an identical repeat, 409 for a contradiction or a wait that has
-    ended (nothing changes), 404 for a token that names no call (no row is created).
+    ended (nothing changes), 404 for a token that names no call (no row is created). Once Airflow
+    has asked the run to stop, the answer says ``"cancel": true``, and the app's ``failed`` report
+    is accepted even when the wait has ended (kept as ``after_end``, for the run's page).
     """
     for _ in range(3):  # a lost race is re-read once; a third round cannot be needed
         found = storage.read_row(session, key.variable)
@@ -257,15 +274,28 @@ def record_report(key: ReportKey, report: RunReport, session: Any) -> RouteAnswe
             return RouteAnswer(409, {"accepted": False, "error": "This call's record cannot be read; nothing changed."})
         if not key.owns(stored):
             return NOT_FOUND
+        cancel = cancel_asked(session, key, stored)
         status = stored.get("status")
         if status == EXPIRED:
-            return RouteAnswer(409, {"accepted": False, "error": "The wait for this run has ended; not accepted."})
+            if report.status != FAILED or stored.get("after_end"):
+                return RouteAnswer(409, {"accepted": False, "cancel": True,
+                                         "error": "The wait for this run has ended; not accepted."})  # fmt: skip
+            after_end = {"status": report.status, "message": report.message, "reported_at": time.time()}
+            if not storage.replace_if_unchanged(
+                session, key.variable, raw, {**stored, **heard(stored, cancel), "after_end": after_end}
+            ):
+                session.rollback()
+                continue
+            session.commit()
+            return RouteAnswer(200, {"accepted": True, "cancel": True})
         if status != WAITING:
             if report.same_as(stored):
-                return RouteAnswer(200, {"accepted": True})
-            return RouteAnswer(409, {"accepted": False, "error": f"This run already reported {status!r}."})
-        reported = {**stored, "status": report.status, "outputs": report.outputs, "message": report.message,
-                    "reported_at": time.time()}  # fmt: skip
+                return RouteAnswer(200, {"accepted": True, "cancel": cancel})
+            return RouteAnswer(
+                409, {"accepted": False, "cancel": cancel, "error": f"This run already reported {status!r}."}
+            )
+        reported = {**stored, **heard(stored, cancel), "status": report.status, "outputs": report.outputs,
+                    "message": report.message, "reported_at": time.time()}  # fmt: skip
         # Conditional on the value read: of two reports at once, exactly one changes the row. The
         # claim's insert fails once a wait has ended (see expire()).
         if not storage.replace_if_unchanged(session, key.variable, raw, reported):
@@ -274,9 +304,10 @@ def record_report(key: ReportKey, report: RunReport, session: Any) -> RouteAnswe
         claim = {"dag_id": stored.get("dag_id"), "run_id": stored.get("run_id"), "end": "reported"}
         if not storage.insert_new(session, key.claim, claim, _DESCRIPTION):
             session.rollback()
-            return RouteAnswer(409, {"accepted": False, "error": "The wait for this run has ended; not accepted."})
+            return RouteAnswer(409, {"accepted": False, "cancel": True,
+                                     "error": "The wait for this run has ended; not accepted."})  # fmt: skip
         session.commit()
-        return RouteAnswer(200, {"accepted": True})
+        return RouteAnswer(200, {"accepted": True, "cancel": cancel})
     return RouteAnswer(409, {"accepted": False, "error": "Another report changed this call at the same time."})
 
 

@@ -52,12 +52,18 @@ def _in_own_transaction(dag_run: Any, work: Callable[[Any], None], what: str) ->
         log.warning("Could not %s for %s.", what, dag_run, exc_info=True)
 
 
-def _forget(dag_run: Any) -> None:
+def _forget(dag_run: Any, ended: str) -> None:
+    """Remove the run's records; a run still awaited is asked to stop, and its report record kept
+    (until the sweep) so that its app hears it."""
+    from airflow_octorpa.callbacks.cancel import cancel_awaited_runs
     from airflow_octorpa.run_records import sweep_soon
     from airflow_octorpa.storage import forget_dag_run
 
     def forget(session: Any) -> None:
-        if forgotten := forget_dag_run(dag_run.dag_id, dag_run.run_id, session):
+        reason = f"its DAG run ended {ended}"
+        if keep := cancel_awaited_runs(session, dag_run.dag_id, dag_run.run_id, reason):
+            log.info("Asked %d Octopus RPA run(s) of %s to stop: %s.", len(keep) // 3, dag_run, reason)
+        if forgotten := forget_dag_run(dag_run.dag_id, dag_run.run_id, session, keep):
             log.info("Removed %d Octopus RPA record(s) of %s, which has ended.", forgotten, dag_run)
 
     _in_own_transaction(dag_run, forget, "remove the Octopus RPA records")
@@ -137,14 +143,14 @@ def on_dag_run_running(dag_run: Any, msg: str) -> None:
 
 @hookimpl
 def on_dag_run_success(dag_run: Any, msg: str) -> None:
-    _forget(dag_run)
+    _forget(dag_run, "success")
     _publish_pools(dag_run)
 
 
 @hookimpl
 def on_dag_run_failed(dag_run: Any, msg: str) -> None:
     _note_started_runs(dag_run)
-    _forget(dag_run)
+    _forget(dag_run, "failed")
     _publish_pools(dag_run)
 
 

@@ -10,9 +10,11 @@ access log reads it. The contract (bodies, answers, limits) is on the "Waiting f
 # and Request is imported inside fastapi_app().
 import json
 import re
+import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+from airflow_octorpa.callbacks.progress import Progress, record_progress
 from airflow_octorpa.callbacks.reports import (
     FAILED,
     MAX_MESSAGE_CHARS,
@@ -29,6 +31,7 @@ from airflow_octorpa.callbacks.reports import (
 )
 from airflow_octorpa.callbacks.token import CALLBACK_PATH, ROUTE_PREFIX, HiddenToken
 
+RUNNING = "running"  # a progress report; its answer says whether to cancel
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}([A-Za-z0-9_-]{32})?$")  # [task instance digest] + secrets.token_urlsafe(32)
 _BLANK = "***"
 
@@ -40,7 +43,8 @@ class _Malformed(Exception):
 
 
 def handle_report(token: str, method: str, query: Mapping[str, list[str]], body: bytes | None) -> RouteAnswer:
-    """The answer to one report (``body`` None: over the size limit)."""
+    """The answer to one request of a run (``body`` None: over the size limit): its final report,
+    a progress report, or a plain ``GET`` that asks whether to cancel."""
     key = ReportKey.from_token(token) if _TOKEN.match(token) else None
     if key is None:
         return NOT_FOUND
@@ -53,12 +57,15 @@ def handle_report(token: str, method: str, query: Mapping[str, list[str]], body:
     from airflow_octorpa.run_records import sweep_soon
 
     with create_session() as session:
-        answer = record_report(key, report, session)
+        if isinstance(report, RunReport):
+            answer = record_report(key, report, session)
+        else:
+            answer = record_progress(key, report, session)
     sweep_soon()  # the api-server serves every report: records no listener removed go from here too
     return answer
 
 
-def _from_post(body: bytes | None) -> RunReport:
+def _from_post(body: bytes | None) -> RunReport | Progress:
     if body is None:
         raise _Malformed(413, f"The report is over {MAX_REPORT_BYTES} bytes.")
     try:
@@ -67,6 +74,13 @@ def _from_post(body: bytes | None) -> RunReport:
         raise _Malformed(400, "The report is not UTF-8 JSON.") from None
     if not isinstance(data, dict):
         raise _Malformed(400, 'The report must be a JSON object: {"status": "succeeded", "outputs": {...}}.')
+    if data.get("status") == RUNNING:
+        unknown = sorted(set(data) - {"status", "message", "progress"})
+        if unknown:
+            raise _Malformed(
+                400, f"A progress report has unknown fields {unknown[:5]!r}; it takes status, message, progress."
+            )
+        return _progress(data.get("message", ""), data.get("progress"))
     unknown = sorted(set(data) - {"status", "outputs", "message"})
     if unknown:
         raise _Malformed(400, f"The report has unknown fields {unknown[:5]!r}; it takes status, outputs, message.")
@@ -78,25 +92,53 @@ def _from_post(body: bytes | None) -> RunReport:
     return _report(data.get("status"), outputs, data.get("message", ""))
 
 
-def _from_query(query: Mapping[str, list[str]]) -> RunReport:
-    unknown = sorted(set(query) - {"status", "message"})
+def _from_query(query: Mapping[str, list[str]]) -> RunReport | Progress | None:
+    unknown = sorted(set(query) - {"status", "message", "progress"})
     if unknown:
-        raise _Malformed(400, f"The report has unknown parameters {unknown[:5]!r}; it takes status and message.")
+        raise _Malformed(400, f"The report has unknown parameters {unknown[:5]!r}; it takes status, message, progress.")
     for name, values in query.items():
         if len(values) != 1:
             raise _Malformed(400, f"The parameter {name!r} is given {len(values)} times.")
-    return _report(query.get("status", [None])[0], {}, query.get("message", [""])[0])
+    if not query:
+        return None  # the app asks whether to cancel
+    status = query.get("status", [None])[0]
+    if status == RUNNING:
+        return _progress(query.get("message", [""])[0], query.get("progress", [None])[0])
+    if "progress" in query:
+        raise _Malformed(400, f"progress goes with status={RUNNING!r} only.")
+    return _report(status, {}, query.get("message", [""])[0])
 
 
-def _report(status: Any, outputs: dict[str, Any], message: Any) -> RunReport:
-    if status not in (SUCCEEDED, FAILED):
-        raise _Malformed(400, f"status must be {SUCCEEDED!r} or {FAILED!r}, not {status!r:.40}.")
+def _message(message: Any) -> str:
     if message is None:
-        message = ""
+        return ""
     if not isinstance(message, str) or len(message) > MAX_MESSAGE_CHARS:
         raise _Malformed(400, f"message must be text of at most {MAX_MESSAGE_CHARS} characters.")
     try:
         check_text(message, "message")
+    except ReportShapeError as err:
+        raise _Malformed(400, f"{err} Nothing was stored.") from None
+    return message
+
+
+def _progress(message: Any, progress: Any) -> Progress:
+    if isinstance(progress, str):
+        try:
+            progress = float(progress)
+        except ValueError:
+            raise _Malformed(400, f"progress must be a number from 0 to 1, not {progress!r:.40}.") from None
+    if progress is not None and (
+        isinstance(progress, bool) or not isinstance(progress, (int, float)) or not 0 <= progress <= 1
+    ):
+        raise _Malformed(400, f"progress must be a number from 0 to 1, not {progress!r:.40}.")
+    return Progress(_message(message), None if progress is None else float(progress), time.time())
+
+
+def _report(status: Any, outputs: dict[str, Any], message: Any) -> RunReport:
+    if status not in (SUCCEEDED, FAILED):
+        raise _Malformed(400, f"status must be {SUCCEEDED!r}, {FAILED!r} or {RUNNING!r}, not {status!r:.40}.")
+    message = _message(message)
+    try:
         check_outputs(outputs)
     except ReportShapeError as err:
         raise _Malformed(400, f"{err} Nothing was stored; see the report's limits in the provider's docs.") from None

@@ -1,0 +1,201 @@
+"""Between a run's start and its end: progress reports, the app asking whether to stop, and a cancel
+Airflow asks for. The provider's route on a real HTTP server, the records in Airflow's database."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+
+import pytest
+import requests
+
+from airflow_octorpa.callbacks.cancel import request_cancel_in
+from airflow_octorpa.callbacks.progress import COALESCE_SECONDS, MAX_HISTORY
+from airflow_octorpa.callbacks.reports import ReportKey, registration
+from airflow_octorpa.callbacks.token import new_callback
+from tests.support.airflow_helpers import run_dag
+from tests.support.callback_server import report_route
+
+START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+
+@pytest.fixture(scope="module")
+def route():
+    with report_route() as base:
+        yield base
+
+
+def _registered(route: str, dag_id: str) -> tuple[str, ReportKey]:
+    """A call awaiting its report, as a trigger task registers it."""
+    from airflow.models.variable import Variable
+
+    callback = new_callback(route, dag_id, "manual", "trigger", -1)
+    Variable.set(callback.key.variable, registration(dag_id, "manual", "trigger", -1, callback.key.token_sha256))
+    return callback.url, callback.key
+
+
+def _stored(key: ReportKey) -> dict:
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        return json.loads(session.scalar(select(Variable).where(Variable.key == key.variable)).val)
+
+
+def _ask(url: str) -> requests.Response:
+    return requests.get(url, timeout=10)
+
+
+def _cancel(key: ReportKey, dag_id: str, reason: str = "the waiting task was marked failed") -> None:
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        assert request_cancel_in(session, key.variable, dag_id, "manual", reason)
+
+
+def test_progress_is_kept_and_every_answer_says_whether_to_cancel(route):
+    url, key = _registered(route, "pg_kept")
+    assert _ask(url).json() == {"accepted": True, "cancel": False}
+    post = requests.post(url, json={"status": "running", "message": "第 1 步: 打开订单", "progress": 0.25}, timeout=10)
+    assert (post.status_code, post.json()) == (200, {"accepted": True, "cancel": False})
+    time.sleep(COALESCE_SECONDS + 0.2)
+    get = requests.get(url, params={"status": "running", "message": "step 2", "progress": "0.5"}, timeout=10)
+    assert get.json() == {"accepted": True, "cancel": False}
+    stored = _stored(key)
+    assert stored["status"] == "waiting"
+    assert stored["progress"]["message"] == "step 2" and stored["progress"]["progress"] == 0.5
+    assert [entry["message"] for entry in stored["history"]] == ["第 1 步: 打开订单", "step 2"]
+    assert [entry["seq"] for entry in stored["history"]] == [1, 2]
+
+
+def test_a_burst_of_progress_is_coalesced_to_about_one_write_a_second_and_keeps_the_latest(route):
+    url, key = _registered(route, "pg_burst")
+    started = time.monotonic()
+    with requests.Session() as http:
+        for step in range(60):
+            assert http.post(url, json={"status": "running", "message": f"step {step}"}, timeout=10).ok
+    elapsed = time.monotonic() - started
+    time.sleep(COALESCE_SECONDS + 0.5)  # the held latest is written when its second is up
+    stored = _stored(key)
+    writes = stored["progress"]["seq"]
+    assert stored["progress"]["message"] == "step 59"
+    assert writes <= elapsed / COALESCE_SECONDS + 2, (writes, elapsed)
+    assert len(stored["history"]) == min(writes, MAX_HISTORY)
+
+
+def test_progress_after_the_final_report_is_refused_with_409(route):
+    url, key = _registered(route, "pg_after_final")
+    assert requests.post(url, json={"status": "succeeded", "outputs": {"n": 1}}, timeout=10).status_code == 200
+    late = requests.post(url, json={"status": "running", "message": "still here"}, timeout=10)
+    assert late.status_code == 409 and late.json()["accepted"] is False
+    assert "final report" in late.json()["error"]
+    assert _ask(url).json() == {"accepted": True, "cancel": False}  # asking is still answered
+    assert _stored(key)["status"] == "succeeded"
+
+
+def test_once_a_cancel_is_asked_every_answer_says_so_and_the_first_request_after_is_noted(route):
+    url, key = _registered(route, "pg_cancel")
+    requests.post(url, json={"status": "running", "message": "working"}, timeout=10)
+    _cancel(key, "pg_cancel")
+    before = time.time()
+    assert _ask(url).json() == {"accepted": True, "cancel": True}
+    heard_at = _stored(key)["cancel_heard_at"]
+    assert heard_at >= before - 1
+    progress = requests.post(url, json={"status": "running", "message": "one more step"}, timeout=10)
+    assert progress.json() == {"accepted": True, "cancel": True}
+    assert _stored(key)["cancel_heard_at"] == heard_at  # the first time it heard, kept
+    failed = requests.post(url, json={"status": "failed", "message": "cancelled by Airflow"}, timeout=10)
+    assert (failed.status_code, failed.json()) == (200, {"accepted": True, "cancel": True})
+    assert _stored(key)["status"] == "failed"
+
+
+def test_after_the_wait_has_ended_the_app_hears_cancel_and_its_failed_report_is_still_accepted(route):
+    from airflow.models.variable import Variable
+
+    url, key = _registered(route, "pg_expired")
+    Variable.set(key.variable, json.dumps({**_stored(key), "status": "expired"}))  # as a timed-out wait leaves it
+    assert _ask(url).json() == {"accepted": True, "cancel": True}
+    assert requests.post(url, json={"status": "running"}, timeout=10).json() == {"accepted": True, "cancel": True}
+    succeeded = requests.post(url, json={"status": "succeeded"}, timeout=10)
+    assert succeeded.status_code == 409 and succeeded.json()["cancel"] is True
+    failed = requests.post(url, json={"status": "failed", "message": "cancelled"}, timeout=10)
+    assert (failed.status_code, failed.json()) == (200, {"accepted": True, "cancel": True})
+    stored = _stored(key)
+    assert stored["status"] == "expired" and stored["after_end"]["message"] == "cancelled"
+    assert requests.post(url, json={"status": "failed", "message": "again"}, timeout=10).status_code == 409
+
+
+def test_a_new_call_of_the_task_instance_starts_with_no_cancel(route):
+    """A later try of the trigger task registers a new call (in a task, through the Task SDK)."""
+    from airflow.providers.common.compat.sdk import DAG, task
+
+    from airflow_octorpa.callbacks.reports import register
+
+    url, key = _registered(route, "pg_new_call")
+    _cancel(key, "pg_new_call")
+    assert _ask(url).json()["cancel"] is True
+    again = new_callback(route, "pg_new_call", "manual", "trigger", -1)
+
+    with DAG("pg_new_call_register", schedule=None, start_date=START) as dag:
+
+        @task
+        def register_again() -> None:
+            register(again.key, "pg_new_call", "manual", "trigger", -1)
+
+        register_again()
+
+    assert run_dag(dag).state == "success"
+    assert _ask(again.url).json() == {"accepted": True, "cancel": False}
+    assert _ask(url).status_code == 404  # the earlier call's token names no call now
+
+
+def test_a_dag_runs_end_asks_its_awaited_runs_to_stop_and_keeps_their_records_until_the_sweep(route):
+    """The record of a run still awaited outlives its DAG run's end, marked cancelled, so that the app
+    hears it; a run that reported is removed at once; the sweep removes the rest later."""
+    from airflow.providers.common.compat.sdk import DAG, task
+    from airflow.utils.session import create_session
+
+    from airflow_octorpa.callbacks.reports import register
+    from airflow_octorpa.run_records import sweep
+
+    calls: dict[str, object] = {}
+
+    with DAG("pg_run_end", schedule=None, start_date=START) as dag:
+
+        @task
+        def start_two(**context) -> None:
+            ti = context["ti"]
+            for task_id in ("awaited", "reported"):
+                calls[task_id] = new_callback(route, ti.dag_id, ti.run_id, task_id, -1)
+                register(calls[task_id].key, ti.dag_id, ti.run_id, task_id, -1)
+            assert requests.post(calls["reported"].url, json={"status": "succeeded"}, timeout=10).ok
+
+        @task
+        def noop() -> None:
+            """The records name task instances of the run, as a trigger task's records do."""
+
+        start_two() >> [noop.override(task_id="awaited")(), noop.override(task_id="reported")()]
+
+    dag_run = run_dag(dag)
+    assert dag_run.state == "success"
+    awaited, reported = calls["awaited"], calls["reported"]
+    assert _ask(awaited.url).json() == {"accepted": True, "cancel": True}
+    assert _marker(awaited.key)["reason"] == "its DAG run ended success"
+    assert _ask(reported.url).status_code == 404  # reported: removed with its run, as before
+    with create_session() as session:
+        sweep(session, retention_seconds=0)
+    assert _ask(awaited.url).status_code == 404 and _marker(awaited.key) is None
+
+
+def _marker(key: ReportKey) -> dict | None:
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.scalar(select(Variable).where(Variable.key == key.cancel))
+        return json.loads(row.val) if row is not None else None

@@ -18,6 +18,7 @@ _MAX_DAG_ID_IN_KEY = 180  # Airflow limits a Variable's key to 250 characters
 REPORT_PREFIX = "octorpa_report."  # a run's report: "octorpa_report.<ti digest>"
 CLAIM_SUFFIX = ".end"  # beside it, the claim of the wait's end
 CANCEL_SUFFIX = ".cancel"  # and Airflow's request that the run stop
+LOGGED_SUFFIX = ".logged"  # and the last progress report a reschedule wait's poke logged
 _IN_CHUNK = 500  # keys per IN (...): well under every database's bound on parameters
 
 
@@ -154,7 +155,12 @@ def ti_keys(dag_id: str, run_id: str, task_id: str, map_index: int) -> list[str]
     """The Variables a task instance may keep."""
     call = variable_key(dag_id, run_id, task_id, map_index)
     report = REPORT_PREFIX + ti_digest(dag_id, run_id, task_id, map_index)
-    return [call, call + PROBE_SUFFIX, report, report + CLAIM_SUFFIX, report + CANCEL_SUFFIX]
+    return [
+        call,
+        call + PROBE_SUFFIX,
+        report,
+        *(report + suffix for suffix in (CLAIM_SUFFIX, CANCEL_SUFFIX, LOGGED_SUFFIX)),
+    ]
 
 
 def _task_instances(dag_id: str, run_id: str, session: Any) -> list[tuple[str, int]]:
@@ -271,6 +277,20 @@ def rows_of(session: Any, keys: list[str]) -> dict[str, dict[str, Any] | None]:
         query = select(table.c.key, table.c.val, table.c.is_encrypted).where(table.c.key.in_(chunk))
         found.update((row.key, _decoded(row.val, row.is_encrypted)) for row in session.execute(query))
     return found
+
+
+def rendered_fields(session: Any, dag_id: str, run_id: str, task_id: str, map_index: int) -> dict[str, Any]:
+    """A task instance's rendered template fields as Airflow stored them (empty: none yet)."""
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields as Rendered
+    from sqlalchemy import select
+
+    found = session.scalar(
+        select(Rendered.rendered_fields).where(
+            Rendered.dag_id == dag_id, Rendered.run_id == run_id, Rendered.task_id == task_id,
+            Rendered.map_index == map_index,
+        )
+    )  # fmt: skip
+    return found if isinstance(found, dict) else {}
 
 
 def task_instances(dag_id: str, run_id: str, session: Any) -> list[tuple[str, int]]:

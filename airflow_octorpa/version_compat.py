@@ -48,30 +48,51 @@ def cleared_while_running(ti: Any) -> bool:
 
     Airflow marks a running task instance that is cleared ``restarting`` and terminates it. Its
     next try keeps ``max_tries`` (and before 3.2 its DAG run's ``clear_number``), so nothing else
-    would tell a retry from that clear. Airflow 2's workers read the state from the metadata
-    database; Airflow 3's ask the execution API through the Task SDK.
+    would tell a retry from that clear.
     """
-    if ti is None:
-        return False
     try:
-        if not AIRFLOW_V_3:
-            return str(ti.current_state()) == "restarting"
-        map_index = getattr(ti, "map_index", -1)
-        states = ti.get_task_states(
-            dag_id=ti.dag_id,
-            map_index=map_index if isinstance(map_index, int) and map_index >= 0 else None,
-            task_ids=[ti.task_id],
-            run_ids=[ti.run_id],
-        )
+        return ti is not None and task_instance_state(ti) == "restarting"
     except Exception:  # noqa: BLE001 - cannot tell: treat it as a retry, which never sends twice
         return False
-    return "restarting" in _leaves(states.get(ti.run_id) if isinstance(states, dict) else None)
 
 
-def _leaves(value: Any) -> list[str]:
-    if isinstance(value, dict):
-        return [leaf for item in value.values() for leaf in _leaves(item)]
-    return [str(value)]
+def task_instance_state(ti: Any) -> str | None:
+    """A task instance's state now (a running task's, or a trigger's ``task_instance``): Airflow 2
+    reads the metadata database; Airflow 3 asks the execution API through the Task SDK. Raises
+    when it cannot tell."""
+    if not AIRFLOW_V_3:
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            state = session.scalar(
+                select(TaskInstance.state).where(
+                    TaskInstance.dag_id == ti.dag_id,
+                    TaskInstance.run_id == ti.run_id,
+                    TaskInstance.task_id == ti.task_id,
+                    TaskInstance.map_index == ti.map_index,
+                )
+            )
+        return None if state is None else str(state)
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    map_index = getattr(ti, "map_index", -1)
+    mapped = isinstance(map_index, int) and map_index >= 0
+    states = RuntimeTaskInstance.get_task_states(
+        dag_id=ti.dag_id, map_index=map_index if mapped else None, task_ids=[ti.task_id], run_ids=[ti.run_id]
+    )
+    of_run = states.get(ti.run_id) if isinstance(states, dict) else None
+    found = (of_run or {}).get(f"{ti.task_id}_{map_index}" if mapped else ti.task_id)
+    return None if found is None else str(found)
+
+
+def trigger_has_on_kill() -> bool:
+    """Whether the triggerer tells a trigger that a user acted on its task (``BaseTrigger.on_kill``,
+    Airflow 3.3): before, a cancelled trigger asks its task's state to tell that from a restart."""
+    from airflow.triggers.base import BaseTrigger
+
+    return hasattr(BaseTrigger, "on_kill")
 
 
 def airflow_base_url_setting() -> tuple[str, str]:

@@ -14,7 +14,7 @@ from airflow_octorpa.callbacks.cancel import request_cancel_in
 from airflow_octorpa.callbacks.progress import COALESCE_SECONDS, MAX_HISTORY
 from airflow_octorpa.callbacks.reports import ReportKey, registration
 from airflow_octorpa.callbacks.token import new_callback
-from tests.support.airflow_helpers import run_dag
+from tests.support.airflow_helpers import run_dag, xcom_return_values
 from tests.support.callback_server import report_route
 
 START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
@@ -199,3 +199,98 @@ def _marker(key: ReportKey) -> dict | None:
     with create_session() as session:
         row = session.scalar(select(Variable).where(Variable.key == key.cancel))
         return json.loads(row.val) if row is not None else None
+
+
+# -- through dag.test(): the emulator's app reports progress and honours a cancel -----------------
+
+
+@pytest.fixture
+def asking_app(emulator, monkeypatch, route):
+    """An app that reports progress every ``ask_every`` seconds and stops when told, with a connection
+    to it and the route it is told to call."""
+    from airflow_octorpa.emulator import WebhookSpec
+    from tests.support.settings import FAST_LIMITS, ORDER_SECRET, connection_json
+
+    monkeypatch.setenv("AIRFLOW__OCTORPA__CALLBACK_BASE_URL", route)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OCTORPA_DEFAULT",
+        connection_json(emulator.webhook_url("asking-app"), ORDER_SECRET, rate_limits=FAST_LIMITS),
+    )
+
+    def configure(**callback):
+        emulator.state.put_webhook(WebhookSpec.reporting_app("asking-app", ORDER_SECRET, name="进度示例", **callback))
+        return emulator
+
+    return configure
+
+
+def _start_and_wait(dag_id: str, **sensor_kwargs):
+    from airflow.providers.common.compat.sdk import DAG
+
+    from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
+    from airflow_octorpa.sensors.octorpa import OctoRpaRunSensor
+
+    with DAG(dag_id, schedule=None, start_date=START) as dag:
+        trigger = OctoRpaTriggerOperator(task_id="trigger", app_params={"订单号": dag_id}, callback=True)
+        OctoRpaRunSensor(
+            task_id="wait", started_run=trigger.output, **{"timeout": 60, "poll_interval": 1, **sensor_kwargs}
+        )
+    return run_dag(dag)
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "reschedule"])
+def test_the_waits_log_shows_each_progress_report_and_the_final_reports_output_names(
+    asking_app, deferrable, capfd, caplog
+):
+    emulator = asking_app(after=5, ask_every=1.2, outputs={"运单号": "SF-7", "件数": 1}, message="已发货")
+    dag_run = _start_and_wait(f"pg_log_{deferrable}", deferrable=deferrable)
+    printed = "".join(capfd.readouterr())
+    out = printed + caplog.text
+    (run,) = emulator.state.snapshot("runs")
+    sent = [step["step"] for step in run["callback"]["progress"]]
+    assert len(sent) >= 3 and all(step["cancel"] is False for step in run["callback"]["progress"])
+    assert dag_run.get_task_instance("wait").state == "success"
+    flow = run["flow_process_no"]
+    marker = f"flowProcessNo={flow} progress #"
+    logged = _logged(printed, marker) or _logged(caplog.text, marker)  # some versions log to both
+    assert set(logged) >= set(range(2, len(sent) + 1)), (logged, sent)  # the first may land before the wait starts
+    assert len(logged) == len(set(logged)), logged  # each once, though each poke of a reschedule wait is a new process
+    assert f"第 {sent[-1]} 步" in out and "%" in out
+    assert f"flowProcessNo={flow} succeeded: 已发货; outputs: 件数, 运单号." in out
+    assert "SF-7" not in out.split("succeeded: 已发货")[1].splitlines()[0]  # names, never values
+
+
+def _logged(text: str, marker: str) -> list[int]:
+    return [int(line.split(marker, 1)[1].split()[0]) for line in text.splitlines() if marker in line]
+
+
+def test_a_wait_that_times_out_asks_the_run_to_stop_and_the_app_hears_it(asking_app):
+    from airflow.providers.common.compat.sdk import DAG, task
+
+    from airflow_octorpa.operators.octorpa import OctoRpaTriggerOperator
+    from airflow_octorpa.sensors.octorpa import OctoRpaRunSensor
+
+    emulator = asking_app(after=120, ask_every=0.5)
+
+    with DAG("pg_timeout_cancel", schedule=None, start_date=START) as dag:
+        trigger = OctoRpaTriggerOperator(task_id="trigger", app_params={"订单号": "x"}, callback=True)
+        wait = OctoRpaRunSensor(task_id="wait", started_run=trigger.output, timeout=3, poll_interval=1)
+
+        @task(trigger_rule="all_done")
+        def record_once_the_app_stopped(started_run: dict) -> dict:
+            """Read while the DAG run lasts: its end removes the record once the app has heard."""
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not emulator.state.snapshot("runs")[0]["callback"]["reports"]:
+                time.sleep(0.2)
+            return _stored(ReportKey.parse(started_run["report_key"]))
+
+        wait >> record_once_the_app_stopped(trigger.output)
+
+    dag_run = run_dag(dag)
+    assert dag_run.get_task_instance("wait").state == "failed"
+    (run,) = emulator.state.snapshot("runs")
+    assert run["callback"]["cancelled_at"] is not None
+    assert [(r["status"], r["status_code"]) for r in run["callback"]["reports"]] == [("failed", 200)]
+    stored = xcom_return_values(dag_run, "record_once_the_app_stopped")[-1]
+    assert stored["status"] == "expired" and stored["after_end"]["message"].startswith("cancelled")
+    assert stored["cancel_heard_at"] <= run["callback"]["cancelled_at"] + 1

@@ -10,12 +10,16 @@ route reads it with the record and answers every request of the app ``"cancel": 
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
 from airflow_octorpa import storage
-from airflow_octorpa.callbacks.reports import WAITING
+from airflow_octorpa.callbacks.reports import EXPIRED, WAITING
 from airflow_octorpa.storage import CANCEL_SUFFIX, CLAIM_SUFFIX, REPORT_PREFIX, ti_digest
+
+# A report key as a wait's rendered ``started_run`` shows it, whatever form Airflow rendered it in.
+_REPORT_KEY_IN_TEXT = re.compile(r"\b([0-9a-f]{32})\.[0-9a-f]{64}\b")
 
 _DESCRIPTION = (
     "airflow-provider-octorpa: Airflow asked this RPA run to stop (its app hears it at its next call). "
@@ -51,6 +55,12 @@ def request_cancel_in(session: Any, report_variable: str, dag_id: str, run_id: s
     return True
 
 
+def may_still_run(stored: dict[str, Any]) -> bool:
+    """Whether the record's app may still be running and not yet told to stop: no report, and no
+    request of it since its wait ended."""
+    return stored.get("status") == WAITING or (stored.get("status") == EXPIRED and not stored.get("cancel_heard_at"))
+
+
 def cancel_awaited_runs(session: Any, dag_id: str, run_id: str, reason: str) -> frozenset[str]:
     """Ask every run that a task instance of this DAG run still awaits to stop (its DAG run has
     ended); the Variables to keep, so that the app still hears it (the sweep removes them later)."""
@@ -60,8 +70,24 @@ def cancel_awaited_runs(session: Any, dag_id: str, run_id: str, reason: str) -> 
     ]
     keep: set[str] = set()
     for variable, stored in storage.rows_of(session, by_key).items():
-        if stored is None or stored.get("status") != WAITING:
+        if stored is None or not may_still_run(stored):
             continue
-        request_cancel_in(session, variable, dag_id, run_id, reason)
+        if stored.get("status") == WAITING:
+            request_cancel_in(session, variable, dag_id, run_id, reason)
         keep |= {variable, variable + CLAIM_SUFFIX, variable + CANCEL_SUFFIX}
     return frozenset(keep)
+
+
+def cancel_runs_of_task_instance(
+    session: Any, dag_id: str, run_id: str, task_id: str, map_index: int, reason: str
+) -> int:
+    """Ask the runs a task instance started (a trigger task) or awaits (a wait: its rendered
+    ``started_run`` names the report) to stop, where still awaited; how many were asked."""
+    digests = {ti_digest(dag_id, run_id, task_id, map_index)}
+    rendered = json.dumps(storage.rendered_fields(session, dag_id, run_id, task_id, map_index).get("started_run"))
+    digests |= set(_REPORT_KEY_IN_TEXT.findall(rendered))
+    asked = 0
+    for variable, stored in storage.rows_of(session, [REPORT_PREFIX + digest for digest in digests]).items():
+        if stored is not None and stored.get("status") == WAITING:
+            asked += request_cancel_in(session, variable, dag_id, run_id, reason)
+    return asked

@@ -44,6 +44,21 @@ def with_progress(stored: dict[str, Any], progress: Progress) -> dict[str, Any]:
     return {"progress": entry, "history": history, "progress_written_at": time.time()}
 
 
+def progress_lines(stored: dict[str, Any], after_seq: int = 0, since: float | None = None) -> list[tuple[int, str]]:
+    """The record's progress reports after ``after_seq`` (or received after ``since``, Unix
+    seconds), oldest first, as log lines: ``progress #3 at 12:00:05 UTC: 40% 第 3 步``."""
+    lines = []
+    for entry in stored.get("history") or []:
+        seq, at = int(entry.get("seq", 0)), float(entry.get("at") or 0)
+        if seq <= after_seq or (since is not None and at <= since):
+            continue
+        when = time.strftime("%H:%M:%S UTC", time.gmtime(at))
+        share = entry.get("progress")
+        done = f"{share:.0%} " if isinstance(share, (int, float)) else ""
+        lines.append((seq, f"progress #{seq} at {when}: {done}{entry.get('message') or '(no message)'}"))
+    return lines
+
+
 def record_progress(key: ReportKey, progress: Progress | None, session: Any, held: bool = False) -> RouteAnswer:
     """Keep ``progress`` (None: the app only asks) and answer whether to cancel. A progress report
     after the final report is refused (409); one to a wait that has ended is answered, not kept."""

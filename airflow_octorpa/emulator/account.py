@@ -23,7 +23,7 @@ from typing import Any
 
 from limits import parse_many, storage, strategies
 
-from airflow_octorpa.emulator.config import CallbackSpec, EmulatorConfig, WebhookSpec
+from airflow_octorpa.emulator.config import EmulatorConfig, WebhookSpec
 from airflow_octorpa.emulator.faults import Fault, FaultPlan
 
 log = logging.getLogger(__name__)
@@ -182,41 +182,14 @@ class EmulatorState:
             return answer
 
     def _schedule_callback(self, webhook: WebhookSpec, run: dict[str, Any]) -> None:
-        """As the app's last step: request the callback URL it was given, ``after`` seconds on."""
+        """As the app's steps: progress and the end, to the callback URL it was given."""
+        from airflow_octorpa.emulator.app_run import AppRun
+
         spec = webhook.callback
         url = run["params"].get(spec.param) if spec is not None else None
         if spec is None or not isinstance(url, str) or spec.fault == "never":
             return
-        run["callback"] = {"reports": []}
-        timer = threading.Timer(spec.after, self._report, args=(spec, url, run))
-        timer.daemon = True
-        timer.start()
-
-    def _report(self, spec: CallbackSpec, url: str, run: dict[str, Any]) -> None:
-        import requests
-
-        if spec.fault == "forged":
-            url = url[:-43] + "F" * 43  # the right record, the wrong secret
-        reports = [(spec.status, spec.outputs, spec.message)]
-        if spec.fault == "twice":
-            reports.append(reports[0])
-        elif spec.fault == "contradiction":
-            reports.append(("failed" if spec.status == "succeeded" else "succeeded", {}, "contradiction"))
-        session = requests.Session()
-        session.trust_env = False  # the app reaches Airflow directly
-        for status, outputs, message in reports:
-            try:
-                if spec.method == "GET":
-                    answer = session.get(url, params={"status": status, "message": message}, timeout=30)
-                else:
-                    answer = session.post(
-                        url, json={"status": status, "outputs": outputs, "message": message}, timeout=30
-                    )
-                seen: dict[str, Any] = {"status_code": answer.status_code, "body": answer.text[:500]}
-            except requests.RequestException as err:
-                seen = {"status_code": None, "error": type(err).__name__}
-            with self._lock:
-                run["callback"]["reports"].append({**seen, "sent_at": time.time(), "status": status})
+        AppRun(spec, url, run, self._lock).start()
 
     def _refuse(self, call: dict[str, Any], refusal: _Refusal, html: bool = False) -> Answer:
         call.update(status=refusal.status, code=refusal.code)

@@ -35,7 +35,8 @@ class CallbackSpec:
 
     ``fault``: ``never`` (no report), ``twice`` (the same report again), ``contradiction`` (then the
     opposite status), ``forged`` (to a made-up token instead). A report after the wait timed out is
-    just a long ``after``.
+    just a long ``after``. ``ask_every`` (seconds, 0: never): the app reports progress that often
+    while it runs, and stops at once, reporting ``failed``, when the answer says ``"cancel": true``.
     """
 
     param: str = "airflow_callback_url"
@@ -45,6 +46,7 @@ class CallbackSpec:
     message: str = ""
     method: str = "POST"
     fault: str | None = None
+    ask_every: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CallbackSpec:
@@ -56,11 +58,14 @@ class CallbackSpec:
             message=str(data.get("message", "")),
             method=str(data.get("method", "POST")).upper(),
             fault=data.get("fault"),
+            ask_every=float(data.get("ask_every", 0.0)),
         )
         if spec.method not in ("GET", "POST") or spec.fault not in (None, *CALLBACK_FAULTS):
             raise ValueError(f"callback method must be GET or POST and fault one of {CALLBACK_FAULTS}")
         if not 0 <= spec.after <= 86400:
             raise ValueError("callback after must be 0 to 86400 seconds")
+        if spec.ask_every < 0 or (0 < spec.ask_every < 0.1):
+            raise ValueError("callback ask_every must be 0 (never) or at least 0.1 seconds")
         return spec
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,6 +77,7 @@ class CallbackSpec:
             "message": self.message,
             "method": self.method,
             "fault": self.fault,
+            "ask_every": self.ask_every,
         }
 
 

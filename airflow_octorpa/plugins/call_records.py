@@ -20,7 +20,7 @@ from airflow.plugins_manager import AirflowPlugin
 log = logging.getLogger(__name__)
 
 
-def _in_own_transaction(dag_run: Any, work: Callable[[Any], None], what: str) -> None:
+def _in_own_transaction(model: Any, work: Callable[[Any], None], what: str) -> None:
     """Run ``work`` so that its failure never touches the scheduler's transaction, and log it.
 
     A transaction of its own, on a new session: on PostgreSQL a failed statement would abort the
@@ -34,7 +34,7 @@ def _in_own_transaction(dag_run: Any, work: Callable[[Any], None], what: str) ->
     try:
         from airflow import settings
 
-        session = object_session(dag_run)
+        session = object_session(model)
         bind: Any = session.get_bind() if session is not None else settings.engine
         if bind.dialect.name == "sqlite":
             if session is not None:
@@ -49,7 +49,7 @@ def _in_own_transaction(dag_run: Any, work: Callable[[Any], None], what: str) ->
         with Session(bind=bind) as own, own.begin():
             work(own)
     except Exception:  # Airflow 2 does not catch a listener's error: it would stop the scheduler's loop
-        log.warning("Could not %s for %s.", what, dag_run, exc_info=True)
+        log.warning("Could not %s for %s.", what, model, exc_info=True)
 
 
 def _forget(dag_run: Any, ended: str) -> None:
@@ -71,6 +71,27 @@ def _forget(dag_run: Any, ended: str) -> None:
         sweep_soon()
     except Exception:  # noqa: BLE001 - a sweep is a background chore; the next run's end tries again
         log.warning("Could not start the Octopus RPA records sweep.", exc_info=True)
+
+
+def _user_ended(previous_state: Any, task_instance: Any, state: str) -> None:
+    """A user marked a task instance (Airflow 3's api-server tells listeners, with no previous
+    state): the runs it started or awaits are asked to stop. A task's own end is not a user's."""
+    if previous_state is not None:  # a task's own end, on its worker
+        return
+    from airflow.models.taskinstance import TaskInstance
+
+    if not isinstance(task_instance, TaskInstance):
+        return
+    from airflow_octorpa.callbacks.cancel import cancel_runs_of_task_instance
+
+    ti = task_instance
+
+    def ask(session: Any) -> None:
+        reason = f"a user marked {ti.task_id} {state}"
+        if cancel_runs_of_task_instance(session, ti.dag_id, ti.run_id, ti.task_id, ti.map_index, reason):
+            log.info("Asked the Octopus RPA run of %s to stop: %s.", ti, reason)
+
+    _in_own_transaction(ti, ask, "ask the Octopus RPA run to stop")
 
 
 def _publish_pools(dag_run: Any) -> None:
@@ -152,6 +173,16 @@ def on_dag_run_failed(dag_run: Any, msg: str) -> None:
     _note_started_runs(dag_run)
     _forget(dag_run, "failed")
     _publish_pools(dag_run)
+
+
+@hookimpl
+def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
+    _user_ended(previous_state, task_instance, "success")
+
+
+@hookimpl
+def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any) -> None:
+    _user_ended(previous_state, task_instance, "failed")
 
 
 def _route() -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,10 @@ _GENERAL_POOL = "default_pool"
 # Each poke in reschedule mode starts a worker process and writes a TaskReschedule row: Airflow's
 # own sensors poke every 60 s.
 DEFAULT_RESCHEDULE_INTERVAL = 60.0
+PROGRESS_LOGGED_DESCRIPTION = (
+    "airflow-provider-octorpa: the last progress report of an RPA run that its reschedule wait logged. "
+    "Removed with its DAG run; do not edit."
+)
 
 
 class OctoRpaReportUnreadableError(AirflowException):
@@ -107,7 +112,9 @@ class OctoRpaRunSensor(BaseSensorOperator):
         timeout_at = time.time() + float(self.timeout) if self.timeout is not None else None
         self.log.info("Waiting for Octopus RPA run flowProcessNo=%s to report its end (deferred).", flow)
         self.defer(
-            trigger=OctoRpaReportTrigger(str(key), timeout_at=timeout_at, poll_interval=self.poll_interval),
+            trigger=OctoRpaReportTrigger(
+                str(key), timeout_at=timeout_at, poll_interval=self.poll_interval, flow_process_no=flow
+            ),
             method_name="execute_complete",
             # Airflow's own deadline only as a backstop: the trigger's timeout says more.
             timeout=datetime.timedelta(seconds=float(self.timeout) + 60) if self.timeout is not None else None,
@@ -151,9 +158,30 @@ class OctoRpaRunSensor(BaseSensorOperator):
             # Airflow answers "not found" for a read that failed too: poke again; the timeout ends it.
             self.log.warning("The report record of flowProcessNo=%s cannot be read now; poking again.", flow)
             return False
+        self._log_new_progress(stored, key, flow, context)
         if stored.get("status") == WAITING:
             return False
         return PokeReturnValue(True, self._finish(stored, flow, context))
+
+    def _log_new_progress(self, stored: dict[str, Any], key: ReportKey, flow: str, context: Context) -> None:
+        """Log the progress reports that no earlier poke logged. Each poke is a new process in
+        reschedule mode, and Airflow clears a task's XComs at each: the last one logged is kept
+        beside the record (read only when the record holds progress)."""
+        from airflow_octorpa.callbacks.progress import progress_lines
+        from airflow_octorpa.storage import LOGGED_SUFFIX, get_text, json_object
+
+        if not stored.get("history"):
+            return
+        cursor = json_object(get_text(key.variable + LOGGED_SUFFIX)) or {}
+        lines = progress_lines(stored, after_seq=int(cursor.get("seq") or 0))
+        for _, line in lines:
+            self.log.info("flowProcessNo=%s %s", flow, line)
+        if lines:
+            from airflow.providers.common.compat.sdk import Variable
+
+            ti = context["ti"]
+            value = {"dag_id": ti.dag_id, "run_id": ti.run_id, "seq": lines[-1][0]}  # names its run, for the clean-up
+            Variable.set(key.variable + LOGGED_SUFFIX, json.dumps(value), description=PROGRESS_LOGGED_DESCRIPTION)
 
     def _on_timeout(self, key: ReportKey, flow: str, context: Context) -> Any:
         """End a timed-out wait; a report committed before its end is used (the app was told 200)."""
@@ -168,6 +196,11 @@ class OctoRpaRunSensor(BaseSensorOperator):
         if stored is not None:
             self.log.info("The report of flowProcessNo=%s landed as the wait timed out; using it.", flow)
             return self._finish(stored, flow, context)
+        self.log.info(
+            "Asked Octopus RPA run flowProcessNo=%s to stop (the wait timed out): its app hears it at its next "
+            "request to Airflow; the run's page shows when it did.",
+            flow,
+        )
         raise self._ending(AirflowSensorTimeout(self._timeout_message(flow)))
 
     def _read(self, key: ReportKey, confirm: Context | None = None) -> dict[str, Any] | None:
@@ -222,7 +255,12 @@ class OctoRpaRunSensor(BaseSensorOperator):
             "message": message,
             "reported_at": stored.get("reported_at"),
         }
-        self.log.info("Octopus RPA run flowProcessNo=%s succeeded (%d output(s)).", flow, len(outputs))
+        self.log.info(
+            "Octopus RPA run flowProcessNo=%s succeeded: %s; outputs: %s.",
+            flow,
+            message or "(no message)",
+            ", ".join(sorted(outputs)) or "(none)",  # their names only: values may be personal data
+        )
         outlet_events = context.get("outlet_events")
         for outlet in getattr(self, "outlets", None) or []:
             if outlet_events is not None:

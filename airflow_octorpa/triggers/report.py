@@ -25,24 +25,105 @@ class OctoRpaReportTrigger(BaseTrigger):
     when the record could not be found or read for ``MISSING_GRACE_SECONDS``. The task reads the
     report itself, so a report's content never passes through the triggerer's event or its log.
 
+    Each poll logs the app's new progress reports (on Airflow 3 the trigger's lines are in the task's
+    log). When a user ends the deferred task (marks it failed or success, or clears it), the run is
+    asked to stop (:mod:`airflow_octorpa.callbacks.cancel`): through ``on_kill`` where Airflow has
+    it (3.3), else when the trigger is cancelled and its task is no longer deferred (not a triggerer
+    restart).
+
     :param report_key: The trigger task's XCom ``report_key``.
     :param timeout_at: When to stop waiting (Unix seconds), or None to wait until the task's own timeout.
     :param poll_interval: Seconds between reads (at least 1).
+    :param flow_process_no: The run's flowProcessNo, for the log.
     """
 
-    def __init__(self, report_key: str, timeout_at: float | None = None, poll_interval: float = DEFAULT_POLL_INTERVAL):
+    def __init__(
+        self,
+        report_key: str,
+        timeout_at: float | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        flow_process_no: str = "",
+    ):
         super().__init__()
         self.report_key = report_key
         self.timeout_at = timeout_at
         self.poll_interval = max(1.0, float(poll_interval))
+        self.flow_process_no = flow_process_no
+        self._progress_logged = 0  # the seq of the last progress report logged
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {"report_key": self.report_key, "timeout_at": self.timeout_at, "poll_interval": self.poll_interval},
-        )
+            {"report_key": self.report_key, "timeout_at": self.timeout_at, "poll_interval": self.poll_interval,
+             "flow_process_no": self.flow_process_no},
+        )  # fmt: skip
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_octorpa.version_compat import trigger_has_on_kill
+
+        try:
+            async for event in self._wait():
+                yield event
+                return
+        except asyncio.CancelledError:
+            if not trigger_has_on_kill() and await self._task_left_deferral():
+                await self._ask_cancel(
+                    "the waiting task stopped waiting (a user marked it or cleared it, or Airflow timed it out)"
+                )
+            raise
+
+    async def on_kill(self) -> None:
+        """Airflow 3.3: a user marked the deferred task failed or success, or cleared it."""
+        await self._ask_cancel("a user marked the waiting task failed or success, or cleared it")
+
+    async def _task_left_deferral(self) -> bool:
+        """Whether this trigger's task is no longer deferred: a user or Airflow ended the wait, not a
+        triggerer restart or a move to another triggerer (then it stays deferred)."""
+        from asgiref.sync import sync_to_async
+
+        from airflow_octorpa.version_compat import task_instance_state
+
+        ti = getattr(self, "task_instance", None)
+        if ti is None:
+            return False
+        try:
+            return await sync_to_async(task_instance_state)(ti) != "deferred"
+        except Exception as err:  # noqa: BLE001 - cannot tell: asking the app to stop would be a guess
+            self.log.warning(
+                "Could not read the waiting task's state (%s); not asking the run to stop.", type(err).__name__
+            )
+            return False
+
+    async def _ask_cancel(self, reason: str) -> None:
+        from asgiref.sync import sync_to_async
+
+        from airflow_octorpa.callbacks.cancel import request_cancel
+        from airflow_octorpa.callbacks.reports import ReportKey
+
+        key = ReportKey.parse(self.report_key)
+        ti = getattr(self, "task_instance", None)
+        if key is None or ti is None:
+            return
+        try:
+            await sync_to_async(request_cancel)(key.variable, ti.dag_id, ti.run_id, reason)
+        except Exception as err:  # noqa: BLE001 - the app runs on; the task's log says so
+            self.log.warning(
+                "Could not ask Octopus RPA run flowProcessNo=%s to stop (%s).", self.flow_process_no, type(err).__name__
+            )
+            return
+        self.log.info(
+            "Asked Octopus RPA run flowProcessNo=%s to stop (%s): its app hears it at its next request to Airflow.",
+            self.flow_process_no, reason,
+        )  # fmt: skip
+
+    def _log_progress(self, stored: dict[str, Any]) -> None:
+        from airflow_octorpa.callbacks.progress import progress_lines
+
+        for seq, line in progress_lines(stored, after_seq=self._progress_logged):
+            self.log.info("flowProcessNo=%s %s", self.flow_process_no, line)
+            self._progress_logged = seq
+
+    async def _wait(self) -> AsyncIterator[TriggerEvent]:
         from asgiref.sync import sync_to_async
 
         from airflow_octorpa.callbacks.reports import WAITING, RecordUnreadable, ReportKey, read
@@ -70,6 +151,7 @@ class OctoRpaReportTrigger(BaseTrigger):
                 stored = {"status": WAITING}
             else:
                 trouble_since = None
+                self._log_progress(stored)
             if stored.get("status") != WAITING:
                 yield TriggerEvent({"status": stored.get("status"), "report_key": self.report_key})
                 return

@@ -19,8 +19,11 @@ venv: $(INSTALLED)
 demo: $(INSTALLED)
 	$(BIN)/python scripts/demo.py
 
+# Two processes, a module to each (--dist loadfile): the real-components module (one set of Airflow
+# components, mostly waiting on them) runs beside the dag.test() modules. Each process has its own
+# Airflow home and free ports.
 test: $(INSTALLED)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # What .pre-commit-config.yaml runs too.
 lint: $(INSTALLED)

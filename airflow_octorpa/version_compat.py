@@ -87,14 +87,6 @@ def task_instance_state(ti: Any) -> str | None:
     return None if found is None else str(found)
 
 
-def trigger_has_on_kill() -> bool:
-    """Whether the triggerer tells a trigger that a user acted on its task (``BaseTrigger.on_kill``,
-    Airflow 3.3): before, a cancelled trigger asks its task's state to tell that from a restart."""
-    from airflow.triggers.base import BaseTrigger
-
-    return hasattr(BaseTrigger, "on_kill")
-
-
 def airflow_base_url_setting() -> tuple[str, str]:
     """The setting that says where Airflow's UI and API are reached."""
     return ("api", "base_url") if AIRFLOW_V_3 else ("webserver", "base_url")

@@ -238,6 +238,12 @@ def _wait_demo(emulator_url: str) -> None:
         print("==> Airflow's web server stopped")
 
 
+def _wait_log() -> str:
+    """What ``airflow dags test`` printed for the wait DAG (kept in .demo/logs)."""
+    found = sorted(LOGS.glob(f"*{WAIT_DAG_ID}*.log"))
+    return found[-1].read_text(encoding="utf-8", errors="replace") if found else ""
+
+
 def _print_wait_results(emulator_url: str) -> None:
     report = _xcom_of_latest_run("process_order_wait", WAIT_DAG_ID)
     waybill = _xcom_of_latest_run("ship", WAIT_DAG_ID)
@@ -247,6 +253,10 @@ def _print_wait_results(emulator_url: str) -> None:
     print(f"The app's run {report['flow_process_no']} reported back: status {report['status']!r}")
     print(f"  waiting task XCom (process_order_wait): {json.dumps(report, ensure_ascii=False)}")
     print(f"  downstream task 'ship' got the app's output 运单号 = {waybill}")
+    progress = [line.strip() for line in _wait_log().splitlines() if " progress #" in line]
+    print(f"  the wait's log showed the app's progress ({len(progress)} line(s)), e.g.:")
+    for line in progress[:3]:
+        print(f"    {line[line.index('flowProcessNo=') :]}")
     print(
         f"  reports the emulator's apps sent to Airflow: {len(reported)} (one per run the DAG started: "
         f"process_order and the two mapped process_orders), answered HTTP {sorted({r['status_code'] for r in reported})}"

@@ -64,6 +64,8 @@ SCHEDULER_TESTS = (
     "tests/test_scheduler.py::test_a_triggerer_on_another_clock_times_each_hold_itself",
     "tests/test_scheduler.py::test_worker_killed_after_its_call_is_not_triggered_twice_but_a_clear_is",
     "tests/test_scheduler.py::test_a_run_reports_to_the_api_server_and_the_waiting_task_gets_its_outputs",
+    "tests/test_scheduler.py::test_a_user_marking_a_deferred_wait_failed_asks_the_run_to_stop_and_the_app_hears_it",
+    "tests/test_scheduler.py::test_a_user_marking_a_reschedule_wait_failed_asks_the_run_to_stop",
     "tests/test_scheduler.py::test_mapped_waits_hold_no_rate_limit_slot_and_bad_reports_change_nothing",
     "tests_distributed/test_report_path_postgres.py",  # runs on 3.2 (3.3: make test-distributed)
 )

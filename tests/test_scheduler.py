@@ -7,6 +7,7 @@ PostgreSQL (installed from Debian's packages where missing, as ``make test-distr
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import tempfile
@@ -35,6 +36,9 @@ from tests.support.settings import ORDER_SECRET, ORDER_WEBHOOK
 N_PER_DAG = 24
 # Airflow 3.0's task supervisor marks a task whose process died of a signal FAILED, without retries.
 KILLED_TASK_IS_RETRIED = AIRFLOW_VERSION.release[:2] != (3, 0)
+
+
+API_PASSWORD = "octorpa-test-admin"  # Airflow 2's REST API user, in the components' private home
 
 
 @pytest.fixture(scope="module", name="scaled_emulator")
@@ -69,6 +73,8 @@ def _cluster(scaled_emulator, sql_alchemy_conn: str | None):
         Path(__file__).parent / "dags",
         plugins_folder=Path(__file__).parent / "plugins",
         sql_alchemy_conn=sql_alchemy_conn,
+        # Airflow 2's REST API with a password, as a user's script calls it (3.x: the simple auth manager's).
+        extra_env={} if AIRFLOW_V_3 else {"AIRFLOW__API__AUTH_BACKENDS": "airflow.api.auth.backend.basic_auth"},
     )
     url = scaled_emulator.webhook_url(ORDER_WEBHOOK)
     cluster.prepare(
@@ -96,6 +102,9 @@ def _cluster(scaled_emulator, sql_alchemy_conn: str | None):
             },
         }
     )
+    if not AIRFLOW_V_3:
+        cluster.cli("users", "create", "-r", "Admin", "-u", "admin", "-p", API_PASSWORD, "-e", "a@example.com",
+                    "-f", "Ada", "-l", "Admin")  # fmt: skip
     with cluster:
         cluster.start()
         yield cluster
@@ -348,6 +357,98 @@ def _callback_urls(emulator) -> list[str]:
         for r in emulator.state.snapshot("runs")
         if "airflow_callback_url" in r["params"]
     ]
+
+
+@pytest.mark.timeout(500)
+def test_a_user_marking_a_deferred_wait_failed_asks_the_run_to_stop_and_the_app_hears_it(scaled_emulator, cluster):
+    """A user marks the deferred wait failed: the run is asked to stop (2.11: by the real triggerer's
+    cancelled trigger, which reads that its task ended, as no listener hears a user there; 3.x: by
+    the api-server's listener). The app hears it at its next progress report and reports
+    ``failed``; the DAG run stays open, so its end is not why. The wait's log has the progress."""
+    run = _app_running_while("octorpa_cancel", "cancel", "deferred", scaled_emulator, cluster)
+    cluster.wait_for(lambda: " progress #" in _wait_logs(cluster, "octorpa_cancel"), 60, "the trigger to log progress")
+    _mark(cluster, "octorpa_cancel", "cancel", "wait", "failed")
+    _app_heard_the_cancel(scaled_emulator, cluster)
+    logs = _wait_logs(cluster, "octorpa_cancel")
+    assert " 步 (step " in logs, cluster.log_tail()
+    if not AIRFLOW_V_3:  # the trigger asked: nothing else hears a user on 2.11 (3.x: the api-server's listener)
+        asked = (
+            f"Asked Octopus RPA run flowProcessNo={run['flow_process_no']} to stop (the waiting task was set to failed)"
+        )
+        assert asked in logs, cluster.log_tail()
+
+
+@pytest.mark.skipif(not AIRFLOW_V_3, reason="Airflow 2.11 tells no listener when a user marks a task (see the docs)")
+@pytest.mark.timeout(500)
+def test_a_user_marking_a_reschedule_wait_failed_asks_the_run_to_stop(scaled_emulator, cluster):
+    """Between two pokes no process of the wait runs: the api-server's listener asks the run to stop,
+    finding the report through the wait's rendered ``started_run``."""
+    _app_running_while("octorpa_cancel_reschedule", "mark", "up_for_reschedule", scaled_emulator, cluster)
+    _mark(cluster, "octorpa_cancel_reschedule", "mark", "wait", "failed")
+    _app_heard_the_cancel(scaled_emulator, cluster)
+    api_server = (cluster.home / "component-logs" / "api-server.log").read_text(errors="replace")
+    assert "a user marked wait failed" in api_server, cluster.log_tail()
+
+
+def _app_running_while(dag_id: str, run_id: str, wait_state: str, emulator, cluster) -> dict:
+    """Start a run whose app reports progress each second for ten minutes; return it once the wait
+    is in ``wait_state`` and the app has reported twice, never told to stop."""
+    from airflow_octorpa.emulator import WebhookSpec
+
+    emulator.state.reset()
+    emulator.state.put_webhook(WebhookSpec.reporting_app("callback-app", ORDER_SECRET, after=600, ask_every=1))
+    cluster.wait_for_dags(dag_id)
+    cluster.trigger(dag_id, run_id, {})
+
+    def progress() -> list[dict]:
+        runs = emulator.state.snapshot("runs")
+        return runs[0].get("callback", {}).get("progress", []) if runs else []
+
+    cluster.wait_for(
+        lambda: cluster.task_states(dag_id, run_id).get(("wait", -1)) == wait_state and len(progress()) >= 2,
+        240,
+        f"the wait to be {wait_state} while the app reports progress",
+    )
+    assert not any(step["cancel"] for step in progress())
+    return emulator.state.snapshot("runs")[0]
+
+
+def _wait_logs(cluster, dag_id: str) -> str:
+    """The wait's task logs, the trigger's lines included."""
+    return "".join(
+        p.read_text(errors="replace") for p in cluster.home.glob(f"logs/dag_id={dag_id}/**/task_id=wait/*.log")
+    )
+
+
+def _app_heard_the_cancel(emulator, cluster) -> None:
+    cluster.wait_for(
+        lambda: emulator.state.snapshot("runs")[0]["callback"]["cancelled_at"], 120, "the app to hear the cancel"
+    )
+    cluster.wait_for(lambda: _callback_reports(emulator), 30, "the app's failed report")
+    assert [(r["status"], r["status_code"]) for r in _callback_reports(emulator)] == [("failed", 200)]
+
+
+def _api_headers(cluster) -> dict[str, str]:
+    """A login to Airflow's REST API: 3.x's simple auth manager's generated admin, 2.11's admin user."""
+    if not AIRFLOW_V_3:
+        return {"Authorization": "Basic " + base64.b64encode(f"admin:{API_PASSWORD}".encode()).decode()}
+    users = json.loads((cluster.home / "simple_auth_manager_passwords.json.generated").read_text())
+    login = requests.post(
+        f"http://127.0.0.1:{cluster.port}/auth/token",
+        json={"username": "admin", "password": users["admin"]},
+        timeout=30,
+    )
+    assert login.status_code in (200, 201), login.text
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
+def _mark(cluster, dag_id: str, run_id: str, task_id: str, state: str) -> None:
+    """Mark a task instance as a user does, through the REST API (the UI's own call on 3.x)."""
+    version = "v2" if AIRFLOW_V_3 else "v1"
+    url = f"http://127.0.0.1:{cluster.port}/api/{version}/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+    body = {"new_state": state} if AIRFLOW_V_3 else {"new_state": state, "dry_run": False}
+    marked = requests.patch(url, json=body, headers=_api_headers(cluster), timeout=60)
+    assert marked.status_code == 200, marked.text
 
 
 def _callback_reports(emulator) -> list[dict]:

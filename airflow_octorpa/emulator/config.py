@@ -167,8 +167,14 @@ def default_config() -> EmulatorConfig:
                         "flow_id": "flow-order-processing",
                         "inputs": {"订单号": "", "收货地址": "", "数量": 1, "airflow_callback_url": ""},
                     },
-                    # Given a callback URL, the app reports its end a second later, as its last step.
-                    "callback": {"after": 1.0, "outputs": {"运单号": "SF1000000001"}, "message": "已发货"},
+                    # Given a callback URL, the app reports progress each second and its end 3 s later
+                    # (it stops, reporting failed, if Airflow asks it to).
+                    "callback": {
+                        "after": 3.0,
+                        "ask_every": 1.0,
+                        "outputs": {"运单号": "SF1000000001"},
+                        "message": "已发货",
+                    },
                 },
                 {
                     "id": "vendor-example",

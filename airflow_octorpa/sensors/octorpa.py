@@ -106,6 +106,7 @@ class OctoRpaRunSensor(BaseSensorOperator):
                 return self._on_timeout(key, flow, context)
         stored = self._read(key)  # a report may already be there
         if stored is not None and stored.get("status") != WAITING:
+            self._log_progress(stored, flow)
             return self._finish(stored, flow, context)
         from airflow_octorpa.triggers.report import OctoRpaReportTrigger
 
@@ -135,6 +136,7 @@ class OctoRpaRunSensor(BaseSensorOperator):
         stored = self._read(key, confirm=context)  # the event names the outcome only: read the report
         if stored is None:
             raise self._ending(self._missing(flow))
+        self._log_progress(stored, flow, after_seq=int((event or {}).get("progress_logged") or 0))
         if stored.get("status") == WAITING:
             # The triggerer could not find or read a record that this worker reads: not gone.
             raise self._ending(
@@ -167,21 +169,26 @@ class OctoRpaRunSensor(BaseSensorOperator):
         """Log the progress reports that no earlier poke logged. Each poke is a new process in
         reschedule mode, and Airflow clears a task's XComs at each: the last one logged is kept
         beside the record (read only when the record holds progress)."""
-        from airflow_octorpa.callbacks.progress import progress_lines
         from airflow_octorpa.storage import LOGGED_SUFFIX, get_text, json_object
 
         if not stored.get("history"):
             return
         cursor = json_object(get_text(key.variable + LOGGED_SUFFIX)) or {}
-        lines = progress_lines(stored, after_seq=int(cursor.get("seq") or 0))
-        for _, line in lines:
-            self.log.info("flowProcessNo=%s %s", flow, line)
-        if lines:
+        if lines := self._log_progress(stored, flow, after_seq=int(cursor.get("seq") or 0)):
             from airflow.providers.common.compat.sdk import Variable
 
             ti = context["ti"]
             value = {"dag_id": ti.dag_id, "run_id": ti.run_id, "seq": lines[-1][0]}  # names its run, for the clean-up
             Variable.set(key.variable + LOGGED_SUFFIX, json.dumps(value), description=PROGRESS_LOGGED_DESCRIPTION)
+
+    def _log_progress(self, stored: dict[str, Any], flow: str, after_seq: int = 0) -> list[tuple[int, str]]:
+        """Log the record's progress reports after ``after_seq``; the lines logged."""
+        from airflow_octorpa.callbacks.progress import progress_lines
+
+        lines = progress_lines(stored, after_seq=after_seq)
+        for _, line in lines:
+            self.log.info("flowProcessNo=%s %s", flow, line)
+        return lines
 
     def _on_timeout(self, key: ReportKey, flow: str, context: Context) -> Any:
         """End a timed-out wait; a report committed before its end is used (the app was told 200)."""

@@ -13,6 +13,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 DEFAULT_POLL_INTERVAL = 5.0
 # How long a report's record must stay missing or unreadable before the wait hands it to the task.
 MISSING_GRACE_SECONDS = 60.0
+# A waiting task in one of these no longer waits, nor will a next try of it (a clear resets it).
+_ENDED_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 
 
 class OctoRpaReportTrigger(BaseTrigger):
@@ -26,10 +28,10 @@ class OctoRpaReportTrigger(BaseTrigger):
     report itself, so a report's content never passes through the triggerer's event or its log.
 
     Each poll logs the app's new progress reports (on Airflow 3 the trigger's lines are in the task's
-    log). When a user ends the deferred task (marks it failed or success, or clears it), the run is
-    asked to stop (:mod:`airflow_octorpa.callbacks.cancel`): through ``on_kill`` where Airflow has
-    it (3.3), else when the trigger is cancelled and its task is no longer deferred (not a triggerer
-    restart).
+    log). When a user or Airflow ends the deferred task (marks it failed or success, or its DAG run),
+    the run is asked to stop (:mod:`airflow_octorpa.callbacks.cancel`): the cancelled trigger reads
+    its task's state (so a triggerer restart or a clear, whose next try waits on, is no cancel),
+    also from ``on_kill`` where Airflow 3.3 calls it.
 
     :param report_key: The trigger task's XCom ``report_key``.
     :param timeout_at: When to stop waiting (Unix seconds), or None to wait until the task's own timeout.
@@ -59,40 +61,40 @@ class OctoRpaReportTrigger(BaseTrigger):
         )  # fmt: skip
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_octorpa.version_compat import trigger_has_on_kill
-
         try:
             async for event in self._wait():
                 yield event
                 return
         except asyncio.CancelledError:
-            if not trigger_has_on_kill() and await self._task_left_deferral():
-                await self._ask_cancel(
-                    "the waiting task stopped waiting (a user marked it or cleared it, or Airflow timed it out)"
-                )
+            # Every version (3.3 also calls on_kill; asking twice is harmless). Shielded: the
+            # triggerer may cancel a trigger again before it is gone, which must not cut the ask short.
+            await asyncio.shield(self._ask_cancel_if_ended())
             raise
 
     async def on_kill(self) -> None:
-        """Airflow 3.3: a user marked the deferred task failed or success, or cleared it."""
-        await self._ask_cancel("a user marked the waiting task failed or success, or cleared it")
+        """Airflow 3.3: a user acted on the deferred task (marked it, or cleared it)."""
+        await asyncio.shield(self._ask_cancel_if_ended())
 
-    async def _task_left_deferral(self) -> bool:
-        """Whether this trigger's task is no longer deferred: a user or Airflow ended the wait, not a
-        triggerer restart or a move to another triggerer (then it stays deferred)."""
+    async def _ask_cancel_if_ended(self) -> None:
+        """Ask the run to stop if a user or Airflow ended the waiting task (marked it failed or
+        success, or its DAG run). Not after a triggerer restart or a move to another triggerer
+        (the task stays deferred), nor after a clear: the wait's next try waits for the same run."""
         from asgiref.sync import sync_to_async
 
         from airflow_octorpa.version_compat import task_instance_state
 
         ti = getattr(self, "task_instance", None)
         if ti is None:
-            return False
+            return
         try:
-            return await sync_to_async(task_instance_state)(ti) != "deferred"
+            state = await sync_to_async(task_instance_state)(ti)
         except Exception as err:  # noqa: BLE001 - cannot tell: asking the app to stop would be a guess
             self.log.warning(
                 "Could not read the waiting task's state (%s); not asking the run to stop.", type(err).__name__
             )
-            return False
+            return
+        if state in _ENDED_STATES:
+            await self._ask_cancel(f"the waiting task was set to {state}")
 
     async def _ask_cancel(self, reason: str) -> None:
         from asgiref.sync import sync_to_async
@@ -153,7 +155,9 @@ class OctoRpaReportTrigger(BaseTrigger):
                 trouble_since = None
                 self._log_progress(stored)
             if stored.get("status") != WAITING:
-                yield TriggerEvent({"status": stored.get("status"), "report_key": self.report_key})
+                # The task logs the progress reports that came after the last one logged here.
+                event = {"status": stored.get("status"), "report_key": self.report_key}
+                yield TriggerEvent({**event, "progress_logged": self._progress_logged})
                 return
             left = None if self.timeout_at is None else self.timeout_at - time.time()
             if left is not None and left <= 0:

@@ -256,7 +256,7 @@ def _print_wait_results(emulator_url: str) -> None:
     progress = [line.strip() for line in _wait_log().splitlines() if " progress #" in line]
     print(f"  the wait's log showed the app's progress ({len(progress)} line(s)), e.g.:")
     for line in progress[:3]:
-        print(f"    {line[line.index('flowProcessNo=') :]}")
+        print(f"    {line[line.index('flowProcessNo=') :].split(' [airflow.')[0]}")  # without the logger's name
     print(
         f"  reports the emulator's apps sent to Airflow: {len(reported)} (one per run the DAG started: "
         f"process_order and the two mapped process_orders), answered HTTP {sorted({r['status_code'] for r in reported})}"

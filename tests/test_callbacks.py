@@ -312,8 +312,10 @@ def test_a_record_missing_for_less_than_the_grace_is_still_waited_for(route, mon
 
     trigger = report_trigger.OctoRpaReportTrigger(str(callback.key), poll_interval=1)
     payload, took = _run_trigger_until(trigger, during)
-    # The event names the outcome and the key only: the report's content stays out of the triggerer.
-    assert payload == {"status": "succeeded", "report_key": str(callback.key)} and took >= 6.0, (payload, took)
+    # The event names the outcome, the key and the last progress report logged (none here) only: the
+    # report's content stays out of the triggerer.
+    expected = {"status": "succeeded", "report_key": str(callback.key), "progress_logged": 0}
+    assert payload == expected and took >= 6.0, (payload, took)
 
     never = str(new_callback(route, "cb_grace", "manual", uuid.uuid4().hex, -1).key)
     payload, took = _run_trigger_until(report_trigger.OctoRpaReportTrigger(never, poll_interval=1), lambda _: None)

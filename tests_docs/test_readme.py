@@ -179,6 +179,8 @@ def test_the_checkout_commands_run_or_are_what_ci_runs(emulator):
         if command == "make demo":
             assert re.search(r"Started Octopus RPA run: flowProcessNo = \d+", output), output[-2000:]
             assert "got the app's output 运单号 = SF1000000001" in output, output[-2000:]
+            assert re.search(r"the wait's log showed the app's progress \([1-9]\d* line", output), output[-2000:]
+            assert re.search(r"flowProcessNo=\d+ progress #\d+ at .*: \d+% 第 \d+ 步", output), output[-2000:]
             assert "emulator stopped" in output
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_octorpa import storage
-from airflow_octorpa.callbacks.reports import EXPIRED, NOT_FOUND, WAITING, ReportKey, RouteAnswer, cancel_asked, heard
+from airflow_octorpa.callbacks.reports import EXPIRED, WAITING, ReportKey, RouteAnswer, cancel_asked, heard, read_owned
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +63,10 @@ def record_progress(key: ReportKey, progress: Progress | None, session: Any, hel
     """Keep ``progress`` (None: the app only asks) and answer whether to cancel. A progress report
     after the final report is refused (409); one to a wait that has ended is answered, not kept."""
     for _ in range(3):  # a lost race is re-read
-        found = storage.read_row(session, key.variable)
-        if found is None:
-            return NOT_FOUND
+        found = read_owned(session, key)
+        if isinstance(found, RouteAnswer):
+            return found
         raw, stored = found
-        if stored is None:
-            return RouteAnswer(409, {"accepted": False, "error": "This call's record cannot be read; nothing changed."})
-        if not key.owns(stored):
-            return NOT_FOUND
         cancel = cancel_asked(session, key, stored)
         status = stored.get("status")
         if progress is not None and status not in (WAITING, EXPIRED):

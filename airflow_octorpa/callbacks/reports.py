@@ -247,6 +247,20 @@ class RouteAnswer:
 NOT_FOUND = RouteAnswer(404, {"accepted": False, "error": "No call awaits a report with this token."})
 
 
+def read_owned(session: Any, key: ReportKey) -> tuple[str | None, dict[str, Any]] | RouteAnswer:
+    """The call's record as stored (for a conditional update) and decoded; or the answer when there
+    is none to change: 404 (no such call: forged, or replaced by a later call) or 409 (unreadable)."""
+    found = storage.read_row(session, key.variable)
+    if found is None:
+        return NOT_FOUND
+    raw, stored = found
+    if stored is None:
+        return RouteAnswer(409, {"accepted": False, "error": "This call's record cannot be read; nothing changed."})
+    if not key.owns(stored):
+        return NOT_FOUND
+    return raw, stored
+
+
 def cancel_asked(session: Any, key: ReportKey, stored: dict[str, Any]) -> bool:
     """Whether Airflow has asked the run to stop: a cancel marker, or a wait that has ended."""
     return stored.get("status") == EXPIRED or storage.read_row(session, key.cancel) is not None
@@ -266,14 +280,10 @@ def record_report(key: ReportKey, report: RunReport, session: Any) -> RouteAnswe
     is accepted even when the wait has ended (kept as ``after_end``, for the run's page).
     """
     for _ in range(3):  # a lost race is re-read once; a third round cannot be needed
-        found = storage.read_row(session, key.variable)
-        if found is None:
-            return NOT_FOUND
+        found = read_owned(session, key)
+        if isinstance(found, RouteAnswer):
+            return found
         raw, stored = found
-        if stored is None:
-            return RouteAnswer(409, {"accepted": False, "error": "This call's record cannot be read; nothing changed."})
-        if not key.owns(stored):
-            return NOT_FOUND
         cancel = cancel_asked(session, key, stored)
         status = stored.get("status")
         if status == EXPIRED:

@@ -46,5 +46,6 @@ def test_the_try_it_locally_block_runs_and_the_app_reports_back(tmp_path):
     assert process.returncode == 0, output[-4000:]
     assert "is a loopback address" in output
     assert re.search(r"Started Octopus RPA run flowProcessNo=\d+", output), output[-4000:]
-    assert re.search(r"Octopus RPA run flowProcessNo=\d+ succeeded \(1 output\(s\)\)", output), output[-4000:]
+    assert re.search(r"Octopus RPA run flowProcessNo=\d+ succeeded: 已发货; outputs: 运单号\.", output), output[-4000:]
+    assert re.search(r"flowProcessNo=\d+ progress #\d+ at ", output), output[-4000:]  # as the page says
     assert "SF1000000001" in output

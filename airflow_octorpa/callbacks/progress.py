@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_octorpa import storage
-from airflow_octorpa.callbacks.reports import EXPIRED, WAITING, ReportKey, RouteAnswer, cancel_asked, heard, read_owned
+from airflow_octorpa.callbacks.reports import EXPIRED, WAITING, ReportKey, RouteAnswer, heard, read_owned
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,7 @@ def record_progress(key: ReportKey, progress: Progress | None, session: Any, hel
         found = read_owned(session, key)
         if isinstance(found, RouteAnswer):
             return found
-        raw, stored = found
-        cancel = cancel_asked(session, key, stored)
+        raw, stored, cancel = found
         status = stored.get("status")
         if progress is not None and status not in (WAITING, EXPIRED):
             return RouteAnswer(

@@ -247,9 +247,10 @@ class RouteAnswer:
 NOT_FOUND = RouteAnswer(404, {"accepted": False, "error": "No call awaits a report with this token."})
 
 
-def read_owned(session: Any, key: ReportKey) -> tuple[str | None, dict[str, Any]] | RouteAnswer:
-    """The call's record as stored (for a conditional update) and decoded; or the answer when there
-    is none to change: 404 (no such call: forged, or replaced by a later call) or 409 (unreadable)."""
+def read_owned(session: Any, key: ReportKey) -> tuple[str | None, dict[str, Any], bool] | RouteAnswer:
+    """The call's record as stored (for a conditional update), decoded, and whether Airflow asked
+    the run to stop; or the answer when there is none to change: 404 (no such call: forged, or
+    replaced by a later call) or 409 (unreadable)."""
     found = storage.read_row(session, key.variable)
     if found is None:
         return NOT_FOUND
@@ -258,7 +259,7 @@ def read_owned(session: Any, key: ReportKey) -> tuple[str | None, dict[str, Any]
         return RouteAnswer(409, {"accepted": False, "error": "This call's record cannot be read; nothing changed."})
     if not key.owns(stored):
         return NOT_FOUND
-    return raw, stored
+    return raw, stored, cancel_asked(session, key, stored)
 
 
 def cancel_asked(session: Any, key: ReportKey, stored: dict[str, Any]) -> bool:
@@ -283,8 +284,7 @@ def record_report(key: ReportKey, report: RunReport, session: Any) -> RouteAnswe
         found = read_owned(session, key)
         if isinstance(found, RouteAnswer):
             return found
-        raw, stored = found
-        cancel = cancel_asked(session, key, stored)
+        raw, stored, cancel = found
         status = stored.get("status")
         if status == EXPIRED:
             if report.status != FAILED or stored.get("after_end"):

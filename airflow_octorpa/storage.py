@@ -163,7 +163,8 @@ def ti_keys(dag_id: str, run_id: str, task_id: str, map_index: int) -> list[str]
     ]
 
 
-def _task_instances(dag_id: str, run_id: str, session: Any) -> list[tuple[str, int]]:
+def task_instances(dag_id: str, run_id: str, session: Any) -> list[tuple[str, int]]:
+    """A DAG run's task instances, as (task id, map index)."""
     from airflow.models.taskinstance import TaskInstance
     from sqlalchemy import select
 
@@ -178,14 +179,15 @@ def chunks(keys: list[str]) -> Iterator[list[str]]:
         yield keys[start : start + _IN_CHUNK]
 
 
-def forget_dag_run(dag_id: str, run_id: str, session: Any, keep: frozenset[str] = frozenset()) -> int:
-    """Delete the Variables of a DAG run's task instances (the run has ended), but those in ``keep``
-    (the sweep removes them later); how many were deleted."""
+def forget_dag_run(dag_id: str, run_id: str, session: Any, keep_reports: frozenset[str] = frozenset()) -> int:
+    """Delete the Variables of a DAG run's task instances (the run has ended), but the reports in
+    ``keep_reports`` with their claims and cancels (the sweep removes them later); how many were deleted."""
     from airflow.models.variable import Variable
     from sqlalchemy import delete
 
     table = Variable.__table__
-    keys = [key for ti in _task_instances(dag_id, run_id, session) for key in ti_keys(dag_id, run_id, *ti)]
+    keep = {report + suffix for report in keep_reports for suffix in ("", CLAIM_SUFFIX, CANCEL_SUFFIX)}
+    keys = [key for ti in task_instances(dag_id, run_id, session) for key in ti_keys(dag_id, run_id, *ti)]
     keys = [key for key in keys if key not in keep]
     return sum(session.execute(delete(table).where(table.c.key.in_(chunk))).rowcount or 0 for chunk in chunks(keys))
 
@@ -195,7 +197,7 @@ def call_records_of_run(dag_id: str, run_id: str, session: Any) -> list[tuple[st
     from airflow.models.variable import Variable
     from sqlalchemy import select
 
-    by_key = {variable_key(dag_id, run_id, *ti): ti for ti in _task_instances(dag_id, run_id, session)}
+    by_key = {variable_key(dag_id, run_id, *ti): ti for ti in task_instances(dag_id, run_id, session)}
     found = []
     for chunk in chunks(list(by_key)):
         for row in session.scalars(select(Variable).where(Variable.key.in_(chunk))):
@@ -291,11 +293,6 @@ def rendered_fields(session: Any, dag_id: str, run_id: str, task_id: str, map_in
         )
     )  # fmt: skip
     return found if isinstance(found, dict) else {}
-
-
-def task_instances(dag_id: str, run_id: str, session: Any) -> list[tuple[str, int]]:
-    """A DAG run's task instances, as (task id, map index)."""
-    return _task_instances(dag_id, run_id, session)
 
 
 def replace_if_unchanged(session: Any, key: str, stored: str | None, value: dict[str, Any]) -> bool:

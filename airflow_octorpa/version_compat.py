@@ -61,19 +61,7 @@ def task_instance_state(ti: Any) -> str | None:
     reads the metadata database; Airflow 3 asks the execution API through the Task SDK. Raises
     when it cannot tell."""
     if not AIRFLOW_V_3:
-        from airflow.models.taskinstance import TaskInstance
-        from airflow.utils.session import create_session
-        from sqlalchemy import select
-
-        with create_session() as session:
-            state = session.scalar(
-                select(TaskInstance.state).where(
-                    TaskInstance.dag_id == ti.dag_id,
-                    TaskInstance.run_id == ti.run_id,
-                    TaskInstance.task_id == ti.task_id,
-                    TaskInstance.map_index == ti.map_index,
-                )
-            )
+        state = ti.current_state()  # the metadata database's row (a worker's and a trigger's are ORM objects)
         return None if state is None else str(state)
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 

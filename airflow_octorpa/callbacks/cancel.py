@@ -16,7 +16,7 @@ from typing import Any
 
 from airflow_octorpa import storage
 from airflow_octorpa.callbacks.reports import EXPIRED, WAITING
-from airflow_octorpa.storage import CANCEL_SUFFIX, CLAIM_SUFFIX, REPORT_PREFIX, ti_digest
+from airflow_octorpa.storage import CANCEL_SUFFIX, REPORT_PREFIX, ti_digest
 
 # A report key as a wait's rendered ``started_run`` shows it, whatever form Airflow rendered it in.
 _REPORT_KEY_IN_TEXT = re.compile(r"\b([0-9a-f]{32})\.[0-9a-f]{64}\b")
@@ -27,9 +27,9 @@ _DESCRIPTION = (
 )
 
 
-def cancel_value(dag_id: str, run_id: str, reason: str, now: float | None = None) -> dict[str, Any]:
+def cancel_value(dag_id: str, run_id: str, reason: str) -> dict[str, Any]:
     """The marker: it names its DAG run (for the clean-up), when and why the cancel was asked."""
-    return {"dag_id": dag_id, "run_id": run_id, "requested_at": time.time() if now is None else now, "reason": reason}
+    return {"dag_id": dag_id, "run_id": run_id, "requested_at": time.time(), "reason": reason}
 
 
 def request_cancel(report_variable: str, dag_id: str, run_id: str, reason: str) -> None:
@@ -63,19 +63,20 @@ def may_still_run(stored: dict[str, Any]) -> bool:
 
 def cancel_awaited_runs(session: Any, dag_id: str, run_id: str, reason: str) -> frozenset[str]:
     """Ask every run that a task instance of this DAG run still awaits to stop (its DAG run has
-    ended); the Variables to keep, so that the app still hears it (the sweep removes them later)."""
-    by_key = [
+    ended); their report Variables, which are kept (the sweep removes them later) so that the app
+    still hears it."""
+    reports = [
         REPORT_PREFIX + ti_digest(dag_id, run_id, task_id, map_index)
         for task_id, map_index in storage.task_instances(dag_id, run_id, session)
     ]
-    keep: set[str] = set()
-    for variable, stored in storage.rows_of(session, by_key).items():
+    awaited: set[str] = set()
+    for variable, stored in storage.rows_of(session, reports).items():
         if stored is None or not may_still_run(stored):
             continue
         if stored.get("status") == WAITING:
             request_cancel_in(session, variable, dag_id, run_id, reason)
-        keep |= {variable, variable + CLAIM_SUFFIX, variable + CANCEL_SUFFIX}
-    return frozenset(keep)
+        awaited.add(variable)
+    return frozenset(awaited)
 
 
 def cancel_runs_of_task_instance(

@@ -44,19 +44,28 @@ def with_progress(stored: dict[str, Any], progress: Progress) -> dict[str, Any]:
     return {"progress": entry, "history": history, "progress_written_at": time.time()}
 
 
-def progress_lines(stored: dict[str, Any], after_seq: int = 0, since: float | None = None) -> list[tuple[int, str]]:
-    """The record's progress reports after ``after_seq`` (or received after ``since``, Unix
-    seconds), oldest first, as log lines: ``progress #3 at 12:00:05 UTC: 40% 第 3 步``."""
+def progress_lines(stored: dict[str, Any], after_seq: int = 0) -> list[tuple[int, str]]:
+    """The record's progress reports after ``after_seq``, oldest first, as log lines:
+    ``progress #3 at 12:00:05 UTC: 40% 第 3 步``."""
     lines = []
     for entry in stored.get("history") or []:
-        seq, at = int(entry.get("seq", 0)), float(entry.get("at") or 0)
-        if seq <= after_seq or (since is not None and at <= since):
+        seq = int(entry.get("seq", 0))
+        if seq <= after_seq:
             continue
-        when = time.strftime("%H:%M:%S UTC", time.gmtime(at))
+        when = time.strftime("%H:%M:%S UTC", time.gmtime(float(entry.get("at") or 0)))
         share = entry.get("progress")
         done = f"{share:.0%} " if isinstance(share, (int, float)) else ""
         lines.append((seq, f"progress #{seq} at {when}: {done}{entry.get('message') or '(no message)'}"))
     return lines
+
+
+def log_progress(logger: Any, flow: str, stored: dict[str, Any], after_seq: int = 0) -> int:
+    """Log the record's progress reports after ``after_seq`` (the trigger's and the task's log
+    lines are the same); the number of the last one logged, ``after_seq`` when none."""
+    for seq, line in progress_lines(stored, after_seq):
+        logger.info("flowProcessNo=%s %s", flow, line)
+        after_seq = seq
+    return after_seq
 
 
 def record_progress(key: ReportKey, progress: Progress | None, session: Any, held: bool = False) -> RouteAnswer:
@@ -117,11 +126,3 @@ def _flush(variable: str) -> None:
             record_progress(key, progress, session, held=True)
     except Exception:  # noqa: BLE001 - a progress line is not worth a crash; the next one writes
         log.warning("Could not keep a held Octopus RPA progress report.", exc_info=True)
-
-
-def flush_held() -> None:
-    """Write every held progress report now (a test, or a process that stops)."""
-    with _held_lock:
-        variables = list(_held)
-    for variable in variables:
-        _flush(variable)

@@ -61,9 +61,9 @@ def _forget(dag_run: Any, ended: str) -> None:
 
     def forget(session: Any) -> None:
         reason = f"its DAG run ended {ended}"
-        if keep := cancel_awaited_runs(session, dag_run.dag_id, dag_run.run_id, reason):
-            log.info("Asked %d Octopus RPA run(s) of %s to stop: %s.", len(keep) // 3, dag_run, reason)
-        if forgotten := forget_dag_run(dag_run.dag_id, dag_run.run_id, session, keep):
+        if awaited := cancel_awaited_runs(session, dag_run.dag_id, dag_run.run_id, reason):
+            log.info("Asked %d Octopus RPA run(s) of %s to stop: %s.", len(awaited), dag_run, reason)
+        if forgotten := forget_dag_run(dag_run.dag_id, dag_run.run_id, session, awaited):
             log.info("Removed %d Octopus RPA record(s) of %s, which has ended.", forgotten, dag_run)
 
     _in_own_transaction(dag_run, forget, "remove the Octopus RPA records")

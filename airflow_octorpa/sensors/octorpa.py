@@ -174,21 +174,19 @@ class OctoRpaRunSensor(BaseSensorOperator):
         if not stored.get("history"):
             return
         cursor = json_object(get_text(key.variable + LOGGED_SUFFIX)) or {}
-        if lines := self._log_progress(stored, flow, after_seq=int(cursor.get("seq") or 0)):
+        logged_before = int(cursor.get("seq") or 0)
+        if (logged := self._log_progress(stored, flow, after_seq=logged_before)) != logged_before:
             from airflow.providers.common.compat.sdk import Variable
 
             ti = context["ti"]
-            value = {"dag_id": ti.dag_id, "run_id": ti.run_id, "seq": lines[-1][0]}  # names its run, for the clean-up
+            value = {"dag_id": ti.dag_id, "run_id": ti.run_id, "seq": logged}  # names its run, for the clean-up
             Variable.set(key.variable + LOGGED_SUFFIX, json.dumps(value), description=PROGRESS_LOGGED_DESCRIPTION)
 
-    def _log_progress(self, stored: dict[str, Any], flow: str, after_seq: int = 0) -> list[tuple[int, str]]:
-        """Log the record's progress reports after ``after_seq``; the lines logged."""
-        from airflow_octorpa.callbacks.progress import progress_lines
+    def _log_progress(self, stored: dict[str, Any], flow: str, after_seq: int = 0) -> int:
+        """Log the record's progress reports after ``after_seq``; the number of the last one logged."""
+        from airflow_octorpa.callbacks.progress import log_progress
 
-        lines = progress_lines(stored, after_seq=after_seq)
-        for _, line in lines:
-            self.log.info("flowProcessNo=%s %s", flow, line)
-        return lines
+        return log_progress(self.log, flow, stored, after_seq)
 
     def _on_timeout(self, key: ReportKey, flow: str, context: Context) -> Any:
         """End a timed-out wait; a report committed before its end is used (the app was told 200)."""

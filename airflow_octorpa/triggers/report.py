@@ -94,17 +94,16 @@ class OctoRpaReportTrigger(BaseTrigger):
             )
             return
         if state in _ENDED_STATES:
-            await self._ask_cancel(f"the waiting task was set to {state}")
+            await self._ask_cancel(ti, f"the waiting task was set to {state}")
 
-    async def _ask_cancel(self, reason: str) -> None:
+    async def _ask_cancel(self, ti: Any, reason: str) -> None:
         from asgiref.sync import sync_to_async
 
         from airflow_octorpa.callbacks.cancel import request_cancel
         from airflow_octorpa.callbacks.reports import ReportKey
 
         key = ReportKey.parse(self.report_key)
-        ti = getattr(self, "task_instance", None)
-        if key is None or ti is None:
+        if key is None:
             return
         try:
             await sync_to_async(request_cancel)(key.variable, ti.dag_id, ti.run_id, reason)
@@ -119,11 +118,9 @@ class OctoRpaReportTrigger(BaseTrigger):
         )  # fmt: skip
 
     def _log_progress(self, stored: dict[str, Any]) -> None:
-        from airflow_octorpa.callbacks.progress import progress_lines
+        from airflow_octorpa.callbacks.progress import log_progress
 
-        for seq, line in progress_lines(stored, after_seq=self._progress_logged):
-            self.log.info("flowProcessNo=%s %s", self.flow_process_no, line)
-            self._progress_logged = seq
+        self._progress_logged = log_progress(self.log, self.flow_process_no, stored, self._progress_logged)
 
     async def _wait(self) -> AsyncIterator[TriggerEvent]:
         from asgiref.sync import sync_to_async

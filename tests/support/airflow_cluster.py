@@ -177,8 +177,11 @@ class AirflowCluster:
         process.wait()
 
     def stop(self) -> None:
+        # Found before the groups go: a task runner's parent is then gone, and its environment too.
+        doomed = processes_of_home(self.home, [process.pid for process in self.processes.values()])
         stop_groups(self.processes.values())
-        kill_processes_of_home(self.home)
+        for pid in doomed:
+            kill(pid)
 
     def __enter__(self) -> AirflowCluster:
         return self
@@ -320,11 +323,32 @@ def stop_groups(processes: Iterable[subprocess.Popen]) -> None:
 
 
 def kill_processes_of_home(home: Path) -> None:
-    """Kill what left its group (task supervisors start sessions of their own): every process
-    whose environment names this private AIRFLOW_HOME."""
-    for pid in pids_whose("environ", f"AIRFLOW_HOME={home}"):
-        if pid != os.getpid():
-            kill(pid)
+    """Kill what left its group (task supervisors start sessions of their own)."""
+    for pid in processes_of_home(home):
+        kill(pid)
+
+
+def processes_of_home(home: Path, roots: Iterable[int] = ()) -> set[int]:
+    """Every process whose environment names this private AIRFLOW_HOME, or that descends from one
+    of them or of ``roots``: Airflow 3's task runner sets its process title over its environment,
+    so only its lineage names it (this process excluded)."""
+    children: dict[int, list[int]] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])  # after "(comm)": state, then ppid
+        children.setdefault(parent, []).append(int(pid))
+    pending = [*pids_whose("environ", f"AIRFLOW_HOME={home}"), *roots]
+    found: set[int] = set()
+    while pending:
+        pid = pending.pop()
+        if pid not in found:
+            found.add(pid)
+            pending.extend(children.get(pid, []))
+    found.discard(os.getpid())
+    return found
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:

@@ -1,7 +1,8 @@
 """The record of a task instance's webhook call, kept across its retries, a killed worker and a resume.
 
 ``sending`` is written before the request leaves, then ``started`` (with the run) or ``unknown``;
-a call that certainly started nothing is erased. A retry reads it first and never resends what may
+a call that certainly started nothing is ``refused`` (with the refusal, for the run's page), which a
+retry reads as nothing sent. A retry reads it first and never resends what may
 have started. Each record carries the task instance's generation (its ``max_tries`` and its DAG
 run's ``clear_number``), so that a clear, and only a clear, is a new trigger. The rules, and why
 each is needed on each Airflow version, are on the "Never twice" page (docs/pages/never-twice.md).
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from airflow.sdk.types import Logger as TaskLogger
 
 SENDING, STARTED, UNKNOWN = "sending", "started", "unknown"
+REFUSED = "refused"  # the service refused the last call (nothing started): kept for the run's page
+MAX_REFUSALS = 10  # the refusals a record keeps (a try resends a refused call a few times at most)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,10 @@ class CallRecord:
     clear_number: int | None = None  # the DAG run's clear_number when the call was recorded
     dag_run_started: str | None = None  # the DAG run's start date (ISO): which run of this run_id
     cleared: bool = False  # the task was cleared while it ran (Airflow 2): the next try is a new trigger
+    # For the run's page (absent in records written before 0.4):
+    answered_at: float | None = None  # Unix seconds when the answer (or its loss) was known
+    slot: dict[str, Any] | None = None  # where the pool slot was held: {"pool", "where", "seconds"}
+    refusals: list[dict[str, Any]] | None = None  # this try's refused attempts: {"at", "status", "code", "request_id"}
 
     @property
     def sent_at_text(self) -> str:
@@ -139,6 +146,8 @@ class CallLedger:
         if raw is None:
             return None
         record = _parse(raw)
+        if record is not None and record.state == REFUSED:
+            return None  # the service refused it: nothing started
         if record is None:
             # A record this version cannot read may still say a run started: never guess "nothing".
             self._log.warning("The task's call record is unreadable (%.200r); treating its call as unknown.", raw)
@@ -168,7 +177,13 @@ class CallLedger:
                 "the API server) is reachable; the task's retries read it again."
             ) from err
 
-    def sending(self, webhook: str, robot: str | None) -> CallRecord:
+    def sending(
+        self,
+        webhook: str,
+        robot: str | None,
+        slot: dict[str, Any] | None = None,
+        refusals: list[dict[str, Any]] | None = None,
+    ) -> CallRecord:
         """Record the call as about to leave; raises (and so nothing is sent) when it cannot."""
         from airflow_octorpa.exceptions import OctoRpaCallRecordError
 
@@ -182,6 +197,8 @@ class CallLedger:
                     robot,
                     clear_number=self._clear_number,
                     dag_run_started=self._dag_run_started,
+                    slot=slot,
+                    refusals=refusals[-MAX_REFUSALS:] if refusals else None,
                 )
             )
         except Exception as err:
@@ -193,10 +210,16 @@ class CallLedger:
             ) from err
 
     def started(self, record: CallRecord, result: dict[str, Any]) -> None:
-        self._write(replace(record, state=STARTED, result=result))
+        self._write(replace(record, state=STARTED, result=result, answered_at=time.time()))
 
     def unknown(self, record: CallRecord) -> None:
-        self._write(replace(record, state=UNKNOWN))
+        self._write(replace(record, state=UNKNOWN, answered_at=time.time()))
+
+    def refused(self, record: CallRecord, refusals: list[dict[str, Any]]) -> None:
+        """The call started nothing: a retry may send it again. What refused it stays for the
+        run's page (the request id to quote to the vendor)."""
+        if self._store is not None:
+            self._write(replace(record, state=REFUSED, answered_at=time.time(), refusals=refusals[-MAX_REFUSALS:]))
 
     def cleared(self) -> None:
         """The task instance was cleared while it ran: its next try is a new trigger."""
@@ -204,10 +227,6 @@ class CallLedger:
         record = _parse(raw) if raw is not None else None
         if record is not None:
             self._write(replace(record, cleared=True))
-
-    def not_started(self) -> None:
-        if self._store is not None:
-            self._store.erase()
 
     def _write(self, record: CallRecord) -> CallRecord:
         if self._store is not None:
@@ -243,5 +262,5 @@ def _parse(raw: Any) -> CallRecord | None:
         record = CallRecord(**raw)
     except TypeError:
         return None
-    ok = record.state in (SENDING, STARTED, UNKNOWN) and isinstance(record.generation, int)
+    ok = record.state in (SENDING, STARTED, UNKNOWN, REFUSED) and isinstance(record.generation, int)
     return record if ok else None

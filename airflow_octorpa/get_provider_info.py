@@ -45,6 +45,8 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_octorpa.triggers.octorpa"],
             }
         ],
+        # The trigger task's and the wait's "Octopus RPA run" link (a serialized DAG names it).
+        "extra-links": ["airflow_octorpa.callbacks.run_page.OctoRpaRunLink"],
         # Removes the call records that Airflow before 3.3 keeps in Variables once their DAG run ends.
         "plugins": [{"name": "octorpa", "plugin-class": "airflow_octorpa.plugins.call_records.OctoRpaPlugin"}],
         "connection-types": [

@@ -29,8 +29,6 @@ class RecordStore(Protocol):
 
     def write(self, value: dict[str, Any]) -> None: ...
 
-    def erase(self) -> None: ...
-
 
 class TaskStateRecords:
     """The record in Airflow 3.3's task state store."""
@@ -46,9 +44,6 @@ class TaskStateRecords:
 
         # Never expire: a record that vanished would let a late retry trigger a second run.
         self._store.set(RECORD_KEY, value, retention=NEVER_EXPIRE)
-
-    def erase(self) -> None:
-        self._store.delete(RECORD_KEY)
 
 
 class VariableRecords:
@@ -96,11 +91,6 @@ class VariableRecords:
         Variable.set(self.key, json.dumps({**self._run, "record": value}), description=_VARIABLE_DESCRIPTION)
         if self.read() != value:
             raise RuntimeError(f"the Airflow Variable {self.key!r} could not be written")
-
-    def erase(self) -> None:
-        from airflow.providers.common.compat.sdk import Variable
-
-        Variable.delete(self.key)
 
 
 PROBE_SUFFIX = ".probe"

@@ -92,3 +92,40 @@ def get_variable(key: str) -> str | None:
         from airflow.models.variable import Variable as VariableModel
 
         return VariableModel.get(key, default_var=None)
+
+
+def read_xcoms(
+    session: Any, dag_id: str, run_id: str, key: str, task_id: str | None = None
+) -> dict[tuple[str, int], Any]:
+    """A DAG run's XComs of ``key`` (of one task, or of all), by (task id, map index), from the
+    metadata database (the web server): Airflow 3's ``XComModel.get_many`` builds a statement,
+    Airflow 2's ``XCom.get_many`` is a query of rows that deserialize as they load."""
+    if AIRFLOW_V_3:
+        from airflow.models.xcom import XComModel
+
+        rows = session.scalars(XComModel.get_many(key=key, run_id=run_id, dag_ids=dag_id, task_ids=task_id)).all()
+        return {(row.task_id, row.map_index): XComModel.deserialize_value(row) for row in rows}
+    from airflow.models.xcom import XCom
+
+    rows = XCom.get_many(key=key, run_id=run_id, dag_ids=dag_id, task_ids=task_id, session=session).all()
+    return {(row.task_id, row.map_index): row.value for row in rows}  # deserialized as it loads (init_on_load)
+
+
+def dag_details(dag_id: str) -> Any:
+    """What an Airflow 3 auth manager is asked about a DAG: its team too, from 3.1 (multi-team)."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+    from airflow.models.dag import DagModel
+
+    get_team_name = getattr(DagModel, "get_team_name", None)  # Airflow 3.1+
+    return DagDetails(id=dag_id, **({"team_name": get_team_name(dag_id)} if get_team_name else {}))
+
+
+def task_page_path(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    """The task instance's own page in Airflow's UI (path and query, under the base URL's path)."""
+    from urllib.parse import quote, urlencode
+
+    if AIRFLOW_V_3:
+        path = f"/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}/tasks/{quote(task_id, safe='')}"
+        return path + (f"/mapped/{map_index}" if map_index >= 0 else "")
+    query = {"dag_run_id": run_id, "task_id": task_id, **({"map_index": map_index} if map_index >= 0 else {})}
+    return f"/dags/{quote(dag_id, safe='')}/grid?{urlencode(query)}"

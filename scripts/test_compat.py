@@ -55,6 +55,7 @@ TESTS = (
     "tests/test_callbacks.py",
     "tests/test_run_records.py",
     "tests/test_policy.py",
+    "tests/test_progress_cancel.py",
 )
 # Through real components: the burst (the rate-limit proof), a triggerer on another clock, a task
 # process killed after its call, and a run reporting to the api-server (Airflow 2: the webserver).

@@ -11,7 +11,7 @@ import time
 import pytest
 from airflow.providers.common.compat.sdk import AirflowTaskTimeout
 
-from airflow_octorpa.call_record import STARTED, UNKNOWN, CallLedger
+from airflow_octorpa.call_record import REFUSED, STARTED, UNKNOWN, CallLedger
 from airflow_octorpa.exceptions import OctoRpaTryLaterError, OctoRpaUnknownOutcomeError
 from airflow_octorpa.hooks.octorpa import OctoRpaHook
 from airflow_octorpa.policy.slot_hold import MIN_DEFERRAL_SECONDS, SlotHold, where_to_hold
@@ -131,7 +131,22 @@ def test_a_refusal_past_the_resend_budget_fails_as_try_later_having_started_noth
         call, hook, store = _call(monkeypatch, url)
         with pytest.raises(OctoRpaTryLaterError, match=f"more than {MAX_RESEND_WAIT_SECONDS:g} s"):
             call.send_until_accepted(hook.prepare({}))
-    assert len(answer.requests) == 1 and store.value is None and call.started is None
+    assert len(answer.requests) == 1 and call.started is None
+    # Kept as refused, with what the run's page shows of it; a retry reads it as nothing sent.
+    assert store.value["state"] == REFUSED and store.value["answered_at"] >= store.value["sent_at"]
+    assert [(r["status"], r["code"]) for r in store.value["refusals"]] == [(429, "RateLimited")]
+    assert CallLedger(store, store.value["generation"], LOG).prior() is None
+
+
+def test_a_call_resent_after_a_refusal_keeps_the_refusal_and_where_its_slot_was_held(emulator, monkeypatch):
+    emulator.state.faults.queue(ORDER_WEBHOOK, [{"kind": "rate_limit"}])
+    call, hook, store = _call(monkeypatch, emulator.webhook_url(ORDER_WEBHOOK))
+    result = call.send_until_accepted(hook.prepare({"order": "A-3"}))
+    assert store.value["state"] == STARTED and store.value["result"] == result
+    refusals = store.value["refusals"]
+    assert len(refusals) == 1 and refusals[0]["status"] == 429 and len(refusals[0]["request_id"]) == 32
+    assert store.value["slot"] == {"pool": "octorpa", "where": "worker", "seconds": call.hold.hold}
+    assert store.value["answered_at"] >= store.value["sent_at"] >= refusals[0]["at"]
 
 
 def test_a_resend_that_would_not_fit_the_deadline_is_not_sent(monkeypatch):

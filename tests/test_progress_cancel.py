@@ -294,3 +294,51 @@ def test_a_wait_that_times_out_asks_the_run_to_stop_and_the_app_hears_it(asking_
     stored = xcom_return_values(dag_run, "record_once_the_app_stopped")[-1]
     assert stored["status"] == "expired" and stored["after_end"]["message"].startswith("cancelled")
     assert stored["cancel_heard_at"] <= run["callback"]["cancelled_at"] + 1
+
+
+# -- the run's page: what it shows once the DAG run's end removed the records --------------------
+
+
+def test_the_run_page_shows_the_finished_run_from_the_tasks_copies_from_either_tasks_link(asking_app):
+    from airflow.utils.session import create_session
+
+    from airflow_octorpa.callbacks.run_page import OctoRpaRunLink, gather
+    from airflow_octorpa.plugins.run_page import render
+
+    emulator = asking_app(after=3, ask_every=1, outputs={"运单号": "<b>SF-8</b>"}, message="已发货 <script>")
+    dag_run = _start_and_wait("pg_page", poll_interval=1)
+    (run,) = emulator.state.snapshot("runs")
+    assert dag_run.get_task_instance("wait").state == "success"
+    with create_session() as session:
+        pages = {task: gather(session, "pg_page", dag_run.run_id, task, -1) for task in ("trigger", "wait")}
+    for task, facts in pages.items():
+        assert facts.trigger == ("trigger", -1) and facts.asked_from == (task, -1)
+        assert "report record" not in facts.sources  # removed at the run's end (3.3 keeps the call's, in its store)
+        assert facts.result["flow_process_no"] == run["flow_process_no"]
+        assert facts.call["state"] == "started" and facts.call["answered_at"] >= facts.call["sent_at"]
+        assert facts.call["slot"]["pool"] == "octorpa"
+        assert facts.report["status"] == "succeeded" and facts.report["history"]
+        page = render(facts, "/back")
+        assert f"flowProcessNo={run['flow_process_no']}" in page and "第 " in page
+        assert (
+            "&lt;b&gt;SF-8&lt;/b&gt;" in page and "<script>" not in page.split("<body>")[1]
+        )  # the app's text, escaped
+        assert "token" not in page and "sha256" not in page
+
+    class TiKey:
+        dag_id, run_id, task_id, map_index = "pg_page", dag_run.run_id, "wait", 3
+
+    link = OctoRpaRunLink().get_link(None, ti_key=TiKey())  # no XCom, no record: it cannot fail
+    assert link.startswith("/octorpa/v1/run?dag_id=pg_page&run_id=") and link.endswith("&task_id=wait&map_index=3")
+
+
+def test_the_run_page_of_a_task_that_made_no_call_says_so():
+    from airflow.utils.session import create_session
+
+    from airflow_octorpa.callbacks.run_page import gather
+    from airflow_octorpa.plugins.run_page import render
+
+    with create_session() as session:
+        facts = gather(session, "no_such_dag", "manual", "trigger", -1)
+    assert not facts.found
+    assert "No Octopus RPA call is recorded" in render(facts, "/back")

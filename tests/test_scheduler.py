@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import tempfile
 import time
 import uuid
@@ -74,8 +75,14 @@ def _cluster(scaled_emulator, sql_alchemy_conn: str | None):
         plugins_folder=Path(__file__).parent / "plugins",
         sql_alchemy_conn=sql_alchemy_conn,
         # Airflow 2's REST API with a password, as a user's script calls it (3.x: the simple auth manager's).
-        extra_env={} if AIRFLOW_V_3 else {"AIRFLOW__API__AUTH_BACKENDS": "airflow.api.auth.backend.basic_auth"},
-    )
+        extra_env=(
+            # An admin, and a user who may read no DAG (the run's page must ask the auth manager).
+            {"AIRFLOW__CORE__AUTH_MANAGER": "octorpa_test_auth_manager.OneUserLockedOutAuthManager",
+             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,outsider:viewer"}
+            if AIRFLOW_V_3
+            else {"AIRFLOW__API__AUTH_BACKENDS": "airflow.api.auth.backend.basic_auth"}
+        ),
+    )  # fmt: skip
     url = scaled_emulator.webhook_url(ORDER_WEBHOOK)
     cluster.prepare(
         {
@@ -105,6 +112,12 @@ def _cluster(scaled_emulator, sql_alchemy_conn: str | None):
     if not AIRFLOW_V_3:
         cluster.cli("users", "create", "-r", "Admin", "-u", "admin", "-p", API_PASSWORD, "-e", "a@example.com",
                     "-f", "Ada", "-l", "Admin")  # fmt: skip
+        # A login without any DAG's permission (the run's page must refuse it).
+        cluster.cli("sync-perm")  # the permissions a role is given exist once synced
+        cluster.cli("roles", "create", "NoDags")
+        cluster.cli("roles", "add-perms", "NoDags", "-a", "can_read", "-r", "Website")
+        cluster.cli("users", "create", "-r", "NoDags", "-u", "outsider", "-p", API_PASSWORD, "-e", "o@example.com",
+                    "-f", "Otto", "-l", "Outsider")  # fmt: skip
     with cluster:
         cluster.start()
         yield cluster
@@ -371,6 +384,7 @@ def test_a_user_marking_a_deferred_wait_failed_asks_the_run_to_stop_and_the_app_
     _app_heard_the_cancel(scaled_emulator, cluster)
     logs = _wait_logs(cluster, "octorpa_cancel")
     assert " 步 (step " in logs, cluster.log_tail()
+    _the_run_page_shows_the_cancel(cluster, run)
     if not AIRFLOW_V_3:  # the trigger asked: nothing else hears a user on 2.11 (3.x: the api-server's listener)
         asked = (
             f"Asked Octopus RPA run flowProcessNo={run['flow_process_no']} to stop (the waiting task was set to failed)"
@@ -428,14 +442,65 @@ def _app_heard_the_cancel(emulator, cluster) -> None:
     assert [(r["status"], r["status_code"]) for r in _callback_reports(emulator)] == [("failed", 200)]
 
 
-def _api_headers(cluster) -> dict[str, str]:
+def _the_run_page_shows_the_cancel(cluster, run: dict) -> None:
+    """Both tasks link to the run's page; it is behind Airflow's login and the DAG's permission; it
+    shows the run, its progress and when the app heard the cancel."""
+    base = f"http://127.0.0.1:{cluster.port}"
+    version = "v2" if AIRFLOW_V_3 else "v1"
+    pages = set()
+    for task_id in ("trigger", "wait"):
+        answer = requests.get(
+            f"{base}/api/{version}/dags/octorpa_cancel/dagRuns/cancel/taskInstances/{task_id}/links",
+            headers=_api_headers(cluster), timeout=60,
+        )  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        links = answer.json().get("extra_links", answer.json())
+        pages.add(links["Octopus RPA run"])
+    for page in pages:
+        assert page.startswith("/octorpa/v1/run?dag_id=octorpa_cancel&run_id=cancel&task_id="), page
+        anonymous = requests.get(base + page, timeout=60, allow_redirects=False)
+        assert run["flow_process_no"] not in anonymous.text
+        if AIRFLOW_V_3:
+            assert anonymous.status_code == 401, anonymous.text  # a browser goes on to Airflow's login
+            outsider = requests.get(base + page, headers=_api_headers(cluster, "outsider"), timeout=60)
+            assert outsider.status_code == 403, outsider.text
+            seen = requests.get(base + page, headers=_api_headers(cluster), timeout=60)
+        else:
+            assert anonymous.status_code == 302 and "/login/" in anonymous.headers["Location"], anonymous.headers
+            outsider = _webserver_login(base, "outsider").get(base + page, timeout=60, allow_redirects=False)
+            assert outsider.status_code == 302 and "/login/" not in outsider.headers["Location"], outsider.headers
+            seen = _webserver_login(base, "admin").get(base + page, timeout=60)
+        assert run["flow_process_no"] not in outsider.text
+        assert seen.status_code == 200, seen.text
+        for shown in (f"flowProcessNo={run['flow_process_no']}", "Progress", "步", "Requested at", "Heard by the app"):
+            assert shown in seen.text, (shown, seen.text)
+        assert "not yet" not in seen.text.split("Heard by the app")[1][:80], seen.text
+    assert len(pages) == 2  # each task's own link, one run
+
+
+def _webserver_login(base: str, user: str) -> requests.Session:
+    """A browser's login to Airflow 2.11's webserver (its form, with its CSRF token)."""
+    session = requests.Session()
+    form = session.get(f"{base}/login/", timeout=60).text
+    csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', form) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', form
+    )
+    assert csrf, form[:2000]
+    done = session.post(
+        f"{base}/login/", data={"username": user, "password": API_PASSWORD, "csrf_token": csrf.group(1)}, timeout=60
+    )
+    assert done.status_code == 200, done.text[:2000]
+    return session
+
+
+def _api_headers(cluster, user: str = "admin") -> dict[str, str]:
     """A login to Airflow's REST API: 3.x's simple auth manager's generated admin, 2.11's admin user."""
     if not AIRFLOW_V_3:
         return {"Authorization": "Basic " + base64.b64encode(f"admin:{API_PASSWORD}".encode()).decode()}
     users = json.loads((cluster.home / "simple_auth_manager_passwords.json.generated").read_text())
     login = requests.post(
         f"http://127.0.0.1:{cluster.port}/auth/token",
-        json={"username": "admin", "password": users["admin"]},
+        json={"username": user, "password": users[user]},
         timeout=30,
     )
     assert login.status_code in (200, 201), login.text

@@ -84,11 +84,18 @@ def cancel_runs_of_task_instance(
 ) -> int:
     """Ask the runs a task instance started (a trigger task) or awaits (a wait: its rendered
     ``started_run`` names the report) to stop, where still awaited; how many were asked."""
-    digests = {ti_digest(dag_id, run_id, task_id, map_index)}
-    rendered = json.dumps(storage.rendered_fields(session, dag_id, run_id, task_id, map_index).get("started_run"))
-    digests |= set(_REPORT_KEY_IN_TEXT.findall(rendered))
+    digests = {ti_digest(dag_id, run_id, task_id, map_index)} | awaited_digests(
+        session, dag_id, run_id, task_id, map_index
+    )
     asked = 0
     for variable, stored in storage.rows_of(session, [REPORT_PREFIX + digest for digest in digests]).items():
         if stored is not None and stored.get("status") == WAITING:
             asked += request_cancel_in(session, variable, dag_id, run_id, reason)
     return asked
+
+
+def awaited_digests(session: Any, dag_id: str, run_id: str, task_id: str, map_index: int) -> set[str]:
+    """The digests of the trigger task instances whose runs a wait awaits: its rendered ``started_run``
+    names their report keys (none for a task that is no wait)."""
+    rendered = json.dumps(storage.rendered_fields(session, dag_id, run_id, task_id, map_index).get("started_run"))
+    return set(_REPORT_KEY_IN_TEXT.findall(rendered))

@@ -229,7 +229,8 @@ def expire(key: ReportKey, dag_id: str, run_id: str) -> dict[str, Any] | None:
     if stored is not None and stored.get("status") in (SUCCEEDED, FAILED):
         return stored
     if stored is not None and stored.get("status") == WAITING:
-        Variable.set(key.variable, json.dumps({**stored, "status": EXPIRED}), description=_DESCRIPTION)
+        expired = {**stored, "status": EXPIRED, "expired_at": time.time()}  # the cancel's time, for the run's page
+        Variable.set(key.variable, json.dumps(expired), description=_DESCRIPTION)
     return None
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowTaskTimeout, BaseOperator, conf
 
 from airflow_octorpa.call_record import STARTED, CallLedger
+from airflow_octorpa.callbacks.run_page import OctoRpaRunLink
 from airflow_octorpa.callbacks.token import DEFAULT_CALLBACK_PARAM
 from airflow_octorpa.exceptions import OctoRpaConfigurationError, OctoRpaError
 from airflow_octorpa.operators.rendered import default_args_pool, rendered_app_params
@@ -63,6 +64,7 @@ class OctoRpaTriggerOperator(BaseOperator):
     template_fields: Sequence[str] = ("app_params", "bot_id")
     template_fields_renderers = {"app_params": "json"}
     ui_color = "#ffb74d"
+    operator_extra_links = (OctoRpaRunLink(),)
 
     def __init__(
         self,
@@ -128,7 +130,7 @@ class OctoRpaTriggerOperator(BaseOperator):
         ledger = self._ledger = CallLedger.from_context(context, self.log)
         self._ti = context.get("ti")
         if (done := self._result_of_an_earlier_try(ledger)) is not None:
-            return self._finished(done)
+            return self._finished(done, context)
         webhook_call = WebhookCall(
             self.hook,
             ledger,
@@ -146,11 +148,12 @@ class OctoRpaTriggerOperator(BaseOperator):
                 attempt_seconds=self._attempt_seconds(config, hold),
                 execution_timeout=self.execution_timeout,
             )
-            return self._keep_slot(result, hold)
+            return self._keep_slot(result, hold, context)
         except AirflowTaskTimeout as timeout:
             # A BaseException: without this the slot would be freed before the hold is over.
-            return self._after_timeout(timeout, webhook_call, hold)
+            return self._after_timeout(timeout, webhook_call, hold, context)
         except Exception:
+            keep_call_for_page(context, self.log)  # the refusal's request id, for the run's page
             try:
                 hold.wait_out()  # a refused call counts against the limits too
             except AirflowTaskTimeout:
@@ -166,7 +169,7 @@ class OctoRpaTriggerOperator(BaseOperator):
                 "run. Its run did start: find it in the Octopus RPA console by this task's start time."
             )
         self.log.info("Slot hold over; Octopus RPA run flowProcessNo=%s.", result["flow_process_no"])
-        return self._finished(result)
+        return self._finished(result, context)
 
     def on_kill(self) -> None:
         """Airflow 2 stops a running task that is cleared this way: mark its call record so that
@@ -190,8 +193,9 @@ class OctoRpaTriggerOperator(BaseOperator):
         config = self.hook.config
         return operator_lineage(config.webhook_label, self.bot_id or config.bot_id, self._result)
 
-    def _finished(self, result: dict[str, Any]) -> dict[str, Any]:
+    def _finished(self, result: dict[str, Any], context: Context) -> dict[str, Any]:
         self._result = result
+        keep_call_for_page(context, self.log)
         return result
 
     def _result_of_an_earlier_try(self, ledger: CallLedger) -> dict[str, Any] | None:
@@ -223,7 +227,7 @@ class OctoRpaTriggerOperator(BaseOperator):
         deferred = where_to_hold(self.deferrable, timeout_counts_deferral, self.pool, counts_deferred, self.log)
         return SlotHold(config.hold, self.octorpa_conn_id, self.log, deferred=deferred)
 
-    def _keep_slot(self, result: dict[str, str | None], hold: SlotHold) -> dict[str, str | None]:
+    def _keep_slot(self, result: dict[str, str | None], hold: SlotHold, context: Context) -> dict[str, str | None]:
         """Keep the pool slot for the rest of the hold: in the triggerer when deferred, else here."""
         if hold.goes_to_triggerer():
             from airflow_octorpa import metrics
@@ -236,9 +240,11 @@ class OctoRpaTriggerOperator(BaseOperator):
             # clock; else the rest is timed from the trigger's start, and getting there lengthens it.
             self.defer(trigger=OctoRpaSlotHoldTrigger.until(hold.deadline(), result), method_name="execute_complete")
         hold.wait_out()
-        return self._finished(result)
+        return self._finished(result, context)
 
-    def _after_timeout(self, timeout: AirflowTaskTimeout, call: WebhookCall, hold: SlotHold) -> dict[str, str | None]:
+    def _after_timeout(
+        self, timeout: AirflowTaskTimeout, call: WebhookCall, hold: SlotHold, context: Context
+    ) -> dict[str, str | None]:
         """``execution_timeout`` fired: keep the slot for the hold anyway, and end in a state that
         says what the call did."""
         if call.started is not None:
@@ -248,7 +254,7 @@ class OctoRpaTriggerOperator(BaseOperator):
                 "clear that starts it again.",
                 call.started["flow_process_no"],
             )
-            return self._keep_slot(call.started, hold)
+            return self._keep_slot(call.started, hold, context)
         hold.wait_out()
         if call.in_flight is not None:
             raise unknown_outcome_error(
@@ -278,3 +284,19 @@ class OctoRpaTriggerOperator(BaseOperator):
     def _attempt_seconds(self, config: OctoRpaWebhookConfig, hold: SlotHold) -> float:
         """The most one attempt can take in this try: the call, the hold kept here, the bookkeeping."""
         return config.timeout + hold.in_worker_at_most + _TIMEOUT_MARGIN_SECONDS
+
+
+def keep_call_for_page(context: Context, log: Any) -> None:
+    """Copy the call record to the XCom ``octorpa_call``: the run's page reads it once the DAG run's
+    end removed the record. A failed copy only makes the page say less."""
+    from airflow_octorpa.call_record import record_store
+    from airflow_octorpa.callbacks.run_page import CALL_XCOM, call_snapshot
+
+    ti = context.get("ti")
+    try:
+        store = record_store(context)
+        raw = store.read() if store is not None and ti is not None else None
+        if isinstance(raw, dict):
+            ti.xcom_push(key=CALL_XCOM, value=call_snapshot(raw))  # type: ignore[union-attr]
+    except Exception as err:  # noqa: BLE001 - the page's copy is no reason to fail the task
+        log.warning("Could not keep the call record for the run's page (%s: %s).", type(err).__name__, err)

@@ -53,6 +53,7 @@ class WebhookCall:
         self.report_key = report_key
         self.started: dict[str, str | None] | None = None
         self.in_flight: CallRecord | None = None
+        self.refusals: list[dict[str, Any]] = []  # this try's refused attempts, for the run's page
 
     @property
     def conn_id(self) -> str:
@@ -101,7 +102,8 @@ class WebhookCall:
     def _send_once(self, call: PreparedCall) -> dict[str, str | None]:
         """One request, recorded before it leaves and classified once it ends."""
         webhook = self.hook.config.webhook_label
-        record = self.ledger.sending(webhook, call.bot_id)
+        slot = {"pool": self.pool, "where": "triggerer" if self.hold.deferred else "worker", "seconds": self.hold.hold}
+        record = self.ledger.sending(webhook, call.bot_id, slot, self.refusals)
         try:
             result = self.hook.send(call).to_dict()
             if self.report_key is not None:
@@ -110,7 +112,8 @@ class WebhookCall:
             if err.outcome is CallOutcome.NOT_STARTED:
                 if getattr(err, "is_rate_limited", False):
                     metrics.count(metrics.RATE_LIMITED, self.conn_id)
-                self.ledger.not_started()
+                self.refusals.append(_refusal(err))
+                self.ledger.refused(record, self.refusals)
                 raise
             metrics.count(metrics.UNKNOWN_OUTCOME, self.conn_id)
             self.ledger.unknown(record)
@@ -193,6 +196,17 @@ def unknown_outcome_error(record: CallRecord, who: str, cause: str | None = None
         "to trigger again; retries will not resend it unless resend_on_unknown_outcome=True, which "
         "risks a second run."
     )
+
+
+def _refusal(err: OctoRpaError) -> dict[str, Any]:
+    """What the run's page shows of a refused attempt: never its body, which may echo the input."""
+    return {
+        "at": time.time(),
+        "status": getattr(err, "status", None),
+        "code": getattr(err, "code", None),
+        "request_id": getattr(err, "request_id", None),
+        "error": type(err).__name__,
+    }
 
 
 def _failure(state: Any) -> BaseException | None:

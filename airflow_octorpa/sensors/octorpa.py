@@ -20,6 +20,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_octorpa.callbacks.reports import EXPIRED, FAILED, SUCCEEDED, WAITING, RecordUnreadable, ReportKey
+from airflow_octorpa.callbacks.run_page import OctoRpaRunLink
 from airflow_octorpa.operators.rendered import default_args_pool, rendered_mapping
 from airflow_octorpa.rate_limit import DEFAULT_POOL
 from airflow_octorpa.triggers.report import DEFAULT_POLL_INTERVAL
@@ -63,6 +64,7 @@ class OctoRpaRunSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("started_run",)
     ui_color = "#ffe0b2"
+    operator_extra_links = (OctoRpaRunLink(),)
 
     def __init__(
         self,
@@ -201,6 +203,10 @@ class OctoRpaRunSensor(BaseSensorOperator):
         if stored is not None:
             self.log.info("The report of flowProcessNo=%s landed as the wait timed out; using it.", flow)
             return self._finish(stored, flow, context)
+        try:
+            self._keep_report_for_page(self._read(key) or {}, context)
+        except OctoRpaReportUnreadableError:
+            pass  # the page then shows the live records only, while its DAG run lasts
         self.log.info(
             "Asked Octopus RPA run flowProcessNo=%s to stop (the wait timed out): its app hears it at its next "
             "request to Airflow; the run's page shows when it did.",
@@ -230,6 +236,7 @@ class OctoRpaRunSensor(BaseSensorOperator):
         return stored
 
     def _finish(self, stored: dict[str, Any], flow: str, context: Context) -> dict[str, Any]:
+        self._keep_report_for_page(stored, context)
         status = stored.get("status")
         message = stored.get("message") or ""
         if status == FAILED:
@@ -271,6 +278,20 @@ class OctoRpaRunSensor(BaseSensorOperator):
             if outlet_events is not None:
                 outlet_events[outlet].extra.update(result)
         return result
+
+    def _keep_report_for_page(self, stored: dict[str, Any], context: Context) -> None:
+        """Copy the run's report record and its cancel to the XCom ``octorpa_report``: the run's page
+        reads it once the DAG run's end removed them. A failed copy only makes the page say less."""
+        from airflow_octorpa.callbacks.run_page import REPORT_XCOM, report_snapshot
+        from airflow_octorpa.storage import get_text, json_object
+
+        key, _ = self._key_and_flow()
+        try:
+            cancel = json_object(get_text(key.cancel))
+            trigger = (str(stored.get("task_id", "")), int(stored.get("map_index", -1)))
+            context["ti"].xcom_push(key=REPORT_XCOM, value=report_snapshot(stored, cancel, trigger))
+        except Exception as err:  # noqa: BLE001 - the page's copy is no reason to fail the wait
+            self.log.warning("Could not keep the run's report for its page (%s: %s).", type(err).__name__, err)
 
     def _ending(self, error: AirflowException) -> AirflowException:
         """The same end whether the worker or the trigger found it: ``soft_fail`` skips."""

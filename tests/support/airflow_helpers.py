@@ -128,6 +128,3 @@ class MemoryRecords:
 
     def write(self, value):
         self.value = value
-
-    def erase(self):
-        self.value = None

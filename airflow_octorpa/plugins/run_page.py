@@ -139,6 +139,8 @@ def _cancel_section(facts: RunFacts) -> list[str]:
         return []
     expired = report.get("status") == "expired"
     if not cancel and not expired:
+        if report.get("status") in ("succeeded", "failed"):
+            return ["<h2>Cancel</h2><p>Not requested: the run reported its end.</p>"]
         return ["<h2>Cancel</h2><p>Not requested: Airflow still awaits this run.</p>"]
     heard = report.get("cancel_heard_at")
     rows = [

@@ -62,3 +62,4 @@ clean:
 bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.rate_limit
 	$(BIN)/python -m benchmarks.run_end
+	$(BIN)/python -m benchmarks.cancel

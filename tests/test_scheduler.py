@@ -7,7 +7,6 @@ PostgreSQL (installed from Debian's packages where missing, as ``make test-distr
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import re
@@ -29,6 +28,7 @@ from tests.support.airflow_cluster import (
     pids_whose,
 )
 from tests.support.airflow_helpers import AIRFLOW_V_3, AIRFLOW_VERSION
+from tests.support.airflow_rest import API_PASSWORD, api_headers, mark
 from tests.support.callback_server import BAD_REPORTS, send_bad_reports
 from tests.support.fault_load import run_fault_load
 from tests.support.limits_check import SCALED_LIMITS, min_gap, scaled_emulator, within
@@ -37,9 +37,6 @@ from tests.support.settings import ORDER_SECRET, ORDER_WEBHOOK
 N_PER_DAG = 24
 # Airflow 3.0's task supervisor marks a task whose process died of a signal FAILED, without retries.
 KILLED_TASK_IS_RETRIED = AIRFLOW_VERSION.release[:2] != (3, 0)
-
-
-API_PASSWORD = "octorpa-test-admin"  # Airflow 2's REST API user, in the components' private home
 
 
 @pytest.fixture(scope="module", name="scaled_emulator")
@@ -380,7 +377,7 @@ def test_a_user_marking_a_deferred_wait_failed_asks_the_run_to_stop_and_the_app_
     ``failed``; the DAG run stays open, so its end is not why. The wait's log has the progress."""
     run = _app_running_while("octorpa_cancel", "cancel", "deferred", scaled_emulator, cluster)
     cluster.wait_for(lambda: " progress #" in _wait_logs(cluster, "octorpa_cancel"), 60, "the trigger to log progress")
-    _mark(cluster, "octorpa_cancel", "cancel", "wait", "failed")
+    mark(cluster, "octorpa_cancel", "cancel", "wait", "failed")
     _app_heard_the_cancel(scaled_emulator, cluster)
     logs = _wait_logs(cluster, "octorpa_cancel")
     assert " 步 (step " in logs, cluster.log_tail()
@@ -398,7 +395,7 @@ def test_a_user_marking_a_reschedule_wait_failed_asks_the_run_to_stop(scaled_emu
     """Between two pokes no process of the wait runs: the api-server's listener asks the run to stop,
     finding the report through the wait's rendered ``started_run``."""
     _app_running_while("octorpa_cancel_reschedule", "mark", "up_for_reschedule", scaled_emulator, cluster)
-    _mark(cluster, "octorpa_cancel_reschedule", "mark", "wait", "failed")
+    mark(cluster, "octorpa_cancel_reschedule", "mark", "wait", "failed")
     _app_heard_the_cancel(scaled_emulator, cluster)
     api_server = (cluster.home / "component-logs" / "api-server.log").read_text(errors="replace")
     assert "a user marked wait failed" in api_server, cluster.log_tail()
@@ -451,7 +448,7 @@ def _the_run_page_shows_the_cancel(cluster, run: dict) -> None:
     for task_id in ("trigger", "wait"):
         answer = requests.get(
             f"{base}/api/{version}/dags/octorpa_cancel/dagRuns/cancel/taskInstances/{task_id}/links",
-            headers=_api_headers(cluster), timeout=60,
+            headers=api_headers(cluster), timeout=60,
         )  # fmt: skip
         assert answer.status_code == 200, answer.text
         links = answer.json().get("extra_links", answer.json())
@@ -462,9 +459,9 @@ def _the_run_page_shows_the_cancel(cluster, run: dict) -> None:
         assert run["flow_process_no"] not in anonymous.text
         if AIRFLOW_V_3:
             assert anonymous.status_code == 401, anonymous.text  # a browser goes on to Airflow's login
-            outsider = requests.get(base + page, headers=_api_headers(cluster, "outsider"), timeout=60)
+            outsider = requests.get(base + page, headers=api_headers(cluster, "outsider"), timeout=60)
             assert outsider.status_code == 403, outsider.text
-            seen = requests.get(base + page, headers=_api_headers(cluster), timeout=60)
+            seen = requests.get(base + page, headers=api_headers(cluster), timeout=60)
         else:
             assert anonymous.status_code == 302 and "/login/" in anonymous.headers["Location"], anonymous.headers
             outsider = _webserver_login(base, "outsider").get(base + page, timeout=60, allow_redirects=False)
@@ -491,29 +488,6 @@ def _webserver_login(base: str, user: str) -> requests.Session:
     )
     assert done.status_code == 200, done.text[:2000]
     return session
-
-
-def _api_headers(cluster, user: str = "admin") -> dict[str, str]:
-    """A login to Airflow's REST API: 3.x's simple auth manager's generated admin, 2.11's admin user."""
-    if not AIRFLOW_V_3:
-        return {"Authorization": "Basic " + base64.b64encode(f"admin:{API_PASSWORD}".encode()).decode()}
-    users = json.loads((cluster.home / "simple_auth_manager_passwords.json.generated").read_text())
-    login = requests.post(
-        f"http://127.0.0.1:{cluster.port}/auth/token",
-        json={"username": user, "password": users[user]},
-        timeout=30,
-    )
-    assert login.status_code in (200, 201), login.text
-    return {"Authorization": f"Bearer {login.json()['access_token']}"}
-
-
-def _mark(cluster, dag_id: str, run_id: str, task_id: str, state: str) -> None:
-    """Mark a task instance as a user does, through the REST API (the UI's own call on 3.x)."""
-    version = "v2" if AIRFLOW_V_3 else "v1"
-    url = f"http://127.0.0.1:{cluster.port}/api/{version}/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
-    body = {"new_state": state} if AIRFLOW_V_3 else {"new_state": state, "dry_run": False}
-    marked = requests.patch(url, json=body, headers=_api_headers(cluster), timeout=60)
-    assert marked.status_code == 200, marked.text
 
 
 def _callback_reports(emulator) -> list[dict]:

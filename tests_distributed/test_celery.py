@@ -233,3 +233,46 @@ def _states(cluster, task_id: str) -> dict[str, int]:
         task_id,
     )
     return {state: count for state, count in rows}
+
+
+@pytest.mark.timeout(900)
+def test_a_cancel_asked_while_a_worker_is_dead_still_reaches_the_apps(cluster, emulator):
+    """Celery: two runs report progress while their waits wait (one deferred, one in reschedule mode,
+    whose pokes run on the workers). A worker is killed, and a user marks both waits failed while it
+    is down: each app hears the cancel at its next request and its ``failed`` report is accepted."""
+    from airflow_octorpa.emulator import WebhookSpec
+    from tests.support.airflow_rest import mark
+
+    emulator.state.reset()
+    emulator.state.put_webhook(WebhookSpec.reporting_app(CALLBACK_WEBHOOK, SECRET, after=600, ask_every=1))
+    dags = {"octorpa_cancel": "deferred", "octorpa_cancel_reschedule": "up_for_reschedule"}
+    cluster.wait_for_dags(*dags, timeout=300)
+    for dag_id in dags:
+        cluster.trigger(dag_id, "celery-cancel", {})
+
+    def waiting() -> bool:
+        runs = emulator.state.snapshot("runs")
+        states = {dag_id: cluster.task_states(dag_id, "celery-cancel").get(("wait", -1)) for dag_id in dags}
+        return states == dags and len(runs) == 2 and all(len(run["callback"]["progress"]) >= 2 for run in runs)
+
+    cluster.wait_for(waiting, 300, "both waits waiting while their apps report progress")
+    cluster.kill("worker-1")
+    try:
+        for dag_id in dags:
+            mark(cluster, dag_id, "celery-cancel", "wait", "failed")
+        cluster.wait_for(
+            lambda: all(run["callback"]["cancelled_at"] for run in emulator.state.snapshot("runs")),
+            120,
+            "both apps to hear the cancel",
+        )
+        cluster.wait_for(
+            lambda: all(run["callback"]["reports"] for run in emulator.state.snapshot("runs")), 30, "their reports"
+        )
+    finally:
+        cluster.start_component(worker("worker-1"))
+    runs = emulator.state.snapshot("runs")
+    assert [[(r["status"], r["status_code"]) for r in run["callback"]["reports"]] for run in runs] == [
+        [("failed", 200)]
+    ] * 2
+    heard = [run["callback"]["cancelled_at"] - run["callback"]["progress"][0]["sent_at"] for run in runs]
+    print(f"distributed: cancel apps=2 heard_after_first_progress={max(heard):.1f}s worker_killed=worker-1")

@@ -39,8 +39,8 @@ COMPAT_VERSIONS ?=
 test-compat: $(INSTALLED)
 	$(BIN)/python scripts/test_compat.py $(if $(COMPAT_VERSIONS),--versions $(COMPAT_VERSIONS),)
 
-# The connection form of Airflow 2.11, 3.0 and 3.3, and the run's page opened from its link on 2.11 and
-# 3.3, in headless Chromium (Debian's, installed where missing, with a CJK font); screenshots go to docs/.
+# The connection form of Airflow 2.11, 3.0 and 3.3, and the run's page opened from its link on 2.11, 3.0
+# and 3.3, in headless Chromium (Debian's, installed where missing, with a CJK font); screenshots go to docs/.
 test-ui: $(INSTALLED)
 	$(BIN)/python -m pytest tests_ui -p no:cacheprovider -o testpaths=tests_ui
 

@@ -186,21 +186,23 @@ def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any)
 
 
 def _route() -> dict[str, Any]:
-    """How the report route and the run's page are served: a FastAPI app on Airflow 3's api-server;
-    a Flask blueprint and a Flask-AppBuilder view on Airflow 2's webserver (never on Airflow 3)."""
+    """How the report route and the run's page are served: a FastAPI app on Airflow 3's api-server,
+    a Flask blueprint on Airflow 2's webserver (never a blueprint on Airflow 3)."""
     from airflow_octorpa.version_compat import AIRFLOW_V_3
 
     try:
         from airflow_octorpa.callbacks.token import ROUTE_PREFIX
         from airflow_octorpa.plugins.report_route import fastapi_app, flask_blueprint
-        from airflow_octorpa.plugins.run_page import add_fastapi_route, flask_view
+        from airflow_octorpa.plugins.run_page import add_fastapi_route, add_flask_route
 
         if AIRFLOW_V_3:
             served = fastapi_app()
             add_fastapi_route(served)
             app = {"app": served, "url_prefix": ROUTE_PREFIX, "name": "Octopus RPA run reports and pages"}
             return {"fastapi_apps": [app]}
-        return {"flask_blueprints": [flask_blueprint()], "appbuilder_views": [flask_view()]}
+        blueprint = flask_blueprint()
+        add_flask_route(blueprint)
+        return {"flask_blueprints": [blueprint]}
     except ImportError:  # a component without the web framework (a worker image): it serves no route
         return {}
 
@@ -214,4 +216,3 @@ class OctoRpaPlugin(AirflowPlugin):
     _served = _route()
     fastapi_apps = _served.get("fastapi_apps", [])
     flask_blueprints = _served.get("flask_blueprints", [])
-    appbuilder_views = _served.get("appbuilder_views", [])

@@ -6,9 +6,9 @@ Airflow's own login and DAG permissions (reading the DAG's task instances), on e
   asked the auth manager's ``is_authorized_dag``. Airflow 3.0's UI keeps its token in the browser's
   local storage instead of the cookie: a request without one answers 401 with a page that retries
   with that token, or else sends the browser to Airflow's login.
-- Airflow 2.11's webserver: a Flask-AppBuilder view with Airflow's own ``has_access_dag``, which
-  sends an anonymous user to the login page and a user without the DAG's permission away, as
-  Airflow's own pages do.
+- Airflow 2.11's webserver: a route of the provider's Flask blueprint with Airflow's own
+  ``has_access_dag`` (Flask-AppBuilder's login), which sends an anonymous user to the login page
+  and a user without the DAG's permission away, as Airflow's own pages do.
 
 The callback token grants nothing here. What the page shows is in
 :mod:`airflow_octorpa.callbacks.run_page`; this module renders it.
@@ -251,32 +251,25 @@ def _login_url(manager: Any, back_to: str) -> str:
     return login if "next=" in login else f"{login}{'&' if '?' in login else '?'}{urlencode({'next': back_to})}"
 
 
-# -- Airflow 2.11: a Flask-AppBuilder view ------------------------------------------------------
+# -- Airflow 2.11: a route of the provider's Flask blueprint, behind Airflow's has_access_dag --------
 
 
-def flask_view() -> dict[str, Any]:
-    """The page on Airflow 2's webserver (``AirflowPlugin.appbuilder_views``): no menu entry."""
-    from airflow.auth.managers.models.resource_details import DagAccessEntity
-    from airflow.www.auth import has_access_dag
+def add_flask_route(blueprint: Any) -> None:
+    """The page on Airflow 2's webserver. Airflow's own ``has_access_dag`` (Flask-AppBuilder's login
+    and the DAG's permissions) is applied per request: the scheduler, the triggerer and every task
+    process load the plugin, and only the webserver may pay for importing Flask-AppBuilder."""
     from flask import request
-    from flask_appbuilder import BaseView, expose
 
-    from airflow_octorpa.callbacks.token import ROUTE_PREFIX
+    def page() -> Any:
+        args = request.args
+        map_index = args.get("map_index", "-1")
+        if not all(args.get(name) for name in ("dag_id", "run_id", "task_id")) or not map_index.lstrip("-").isdigit():
+            return "The page needs dag_id, run_id, task_id and map_index.", 400
+        return page_for(args["dag_id"], args["run_id"], args["task_id"], int(map_index))
 
-    class OctoRpaRunView(BaseView):
-        route_base = ROUTE_PREFIX
-        default_view = "run_page"
+    @blueprint.route(RUN_PAGE_PATH, methods=["GET"])
+    def run_page() -> Any:
+        from airflow.auth.managers.models.resource_details import DagAccessEntity
+        from airflow.www.auth import has_access_dag
 
-        @expose(RUN_PAGE_PATH)
-        @has_access_dag("GET", DagAccessEntity.TASK_INSTANCE)
-        def run_page(self) -> Any:
-            args = request.args
-            map_index = args.get("map_index", "-1")
-            if (
-                not all(args.get(name) for name in ("dag_id", "run_id", "task_id"))
-                or not map_index.lstrip("-").isdigit()
-            ):
-                return "The page needs dag_id, run_id, task_id and map_index.", 400
-            return page_for(args["dag_id"], args["run_id"], args["task_id"], int(map_index))
-
-    return {"view": OctoRpaRunView()}
+        return has_access_dag("GET", DagAccessEntity.TASK_INSTANCE)(page)()

@@ -116,6 +116,7 @@ class CallLedger:
         # from taking a record left by a deleted DAG run of the same run_id for its own (the first
         # try overwrites it), and spares the Task SDK's "Variable not found" error line.
         self._first_try = first_try
+        self.last: CallRecord | None = None  # the record last read or written (what the store now holds)
         if store is None:
             log.warning(
                 "This call runs outside an Airflow task instance, so a retry cannot know whether an earlier "
@@ -162,6 +163,7 @@ class CallLedger:
         if record.cleared or record.generation != self._generation or _differ(record.clear_number, self._clear_number):
             self._log.info("The task was cleared since its last call: this is a new trigger.")
             return None
+        self.last = record
         return record
 
     def _read(self) -> Any | None:
@@ -231,6 +233,7 @@ class CallLedger:
     def _write(self, record: CallRecord) -> CallRecord:
         if self._store is not None:
             self._store.write(asdict(record))
+            self.last = record
         return record
 
 

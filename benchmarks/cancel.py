@@ -25,6 +25,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from benchmarks.percentiles import p95
+
 N = 8
 ASK_EVERY = 5.0
 POLL = 5.0
@@ -65,8 +67,7 @@ def _line_time(line: str) -> float | None:
 
 
 def _percentiles(values: list[float]) -> tuple[float, float]:
-    ordered = sorted(values)
-    return statistics.median(ordered), ordered[max(0, round(0.95 * len(ordered)) - 1)]
+    return statistics.median(values), p95(values)
 
 
 def main() -> int:

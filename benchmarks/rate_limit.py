@@ -41,6 +41,7 @@ from pathlib import Path
 from airflow_octorpa.emulator import OctoRpaEmulator, default_config, expected_sign
 from airflow_octorpa.rate_limit import DEFAULT_POOL_SIZE as POOL_SIZE
 from airflow_octorpa.rate_limit import hold_seconds
+from benchmarks.percentiles import p95
 from tests.support.airflow_cluster import COMPONENTS, OTHER_CLOCK, AirflowCluster, can_run_on_other_clock, component
 from tests.support.fault_load import run_fault_load
 from tests.support.limits_check import SCALED_LIMITS, gaps_apart, ideal_seconds
@@ -267,12 +268,11 @@ def callback_line(n: int, executor: str, report_after: float) -> str:
         accepted = [r["sent_at"] for r in reports if r.get("status_code") == 200]
         if accepted and ends.get(index) is not None:
             latencies.append(ends[index].timestamp() - accepted[0])
-    latencies.sort()
-    p95 = latencies[max(0, round(0.95 * len(latencies)) - 1)] if latencies else float("nan")
+    slowest = p95(latencies)
     polls = waiting_at_once * counted / DEFAULT_POLL_INTERVAL  # the baseline: one read per task per poll
     return (
         f"callback: N={n} reported={len(latencies)} executor={executor} run={state} settings=default "
-        f"latency median={statistics.median(latencies):.1f}s p95={p95:.1f}s; while {waiting_at_once} waited "
+        f"latency median={statistics.median(latencies):.1f}s p95={slowest:.1f}s; while {waiting_at_once} waited "
         f"{counted:.0f}s: variable-reads={reads} ({reads / counted:.1f}/s, {table_scans} whole-table) "
         f"per-waiting-task-per-{DEFAULT_POLL_INTERVAL:g}s-poll={reads / polls:.2f}"
     )

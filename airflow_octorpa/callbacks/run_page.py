@@ -72,10 +72,13 @@ class RunFacts:
         return any((self.call, self.result, self.report))
 
 
+def _report_fields(stored: dict[str, Any]) -> dict[str, Any]:
+    return {name: stored[name] for name in _REPORT_FIELDS if name in stored}
+
+
 def report_snapshot(stored: dict[str, Any], cancel: dict[str, Any] | None, trigger: tuple[str, int]) -> dict[str, Any]:
     """The wait's XCom copy of the run's report record (the page reads it once the record is gone)."""
-    kept = {name: stored[name] for name in _REPORT_FIELDS if name in stored}
-    return {**kept, "cancel": cancel, "trigger_task_id": trigger[0], "trigger_map_index": trigger[1]}
+    return {**_report_fields(stored), "cancel": cancel, "trigger_task_id": trigger[0], "trigger_map_index": trigger[1]}
 
 
 def call_snapshot(record: dict[str, Any]) -> dict[str, Any]:
@@ -87,14 +90,10 @@ def gather(session: Any, dag_id: str, run_id: str, task_id: str, map_index: int)
     """The facts of the call that the task instance made (a trigger task) or awaits (a wait)."""
     trigger = _trigger_of(session, dag_id, run_id, task_id, map_index)
     facts = RunFacts(dag_id, run_id, trigger, (task_id, map_index))
-    digest = ti_digest(dag_id, run_id, *trigger)
-    report_variable = REPORT_PREFIX + digest
-    rows = storage.rows_of(
-        session, [variable_key(dag_id, run_id, *trigger), report_variable, report_variable + CANCEL_SUFFIX]
-    )
-    stored_call = rows.get(variable_key(dag_id, run_id, *trigger)) or _task_state_record(
-        session, dag_id, run_id, trigger
-    )
+    call_variable = variable_key(dag_id, run_id, *trigger)
+    report_variable = REPORT_PREFIX + ti_digest(dag_id, run_id, *trigger)
+    rows = storage.rows_of(session, [call_variable, report_variable, report_variable + CANCEL_SUFFIX])
+    stored_call = rows.get(call_variable) or _task_state_record(session, dag_id, run_id, trigger)
     if stored_call:
         facts.call = call_snapshot(stored_call.get("record", stored_call))
         facts.sources.append("call record")
@@ -107,11 +106,11 @@ def gather(session: Any, dag_id: str, run_id: str, task_id: str, map_index: int)
     ):
         facts.result = returned
     if (stored := rows.get(report_variable)) is not None:
-        facts.report = {name: stored[name] for name in _REPORT_FIELDS if name in stored}
+        facts.report = _report_fields(stored)
         facts.cancel = rows.get(report_variable + CANCEL_SUFFIX)
         facts.sources.append("report record")
     elif (copy := _report_copy(session, dag_id, run_id, trigger, (task_id, map_index))) is not None:
-        facts.report = {name: copy[name] for name in _REPORT_FIELDS if name in copy}
+        facts.report = _report_fields(copy)
         facts.cancel = copy.get("cancel")
         facts.sources.append(f"the wait's XCom {REPORT_XCOM}")
     return facts

@@ -153,7 +153,7 @@ class OctoRpaTriggerOperator(BaseOperator):
             # A BaseException: without this the slot would be freed before the hold is over.
             return self._after_timeout(timeout, webhook_call, hold, context)
         except Exception:
-            keep_call_for_page(context, self.log)  # the refusal's request id, for the run's page
+            keep_call_for_page(context, self.log, ledger)  # the refusal's request id, for the run's page
             try:
                 hold.wait_out()  # a refused call counts against the limits too
             except AirflowTaskTimeout:
@@ -195,7 +195,7 @@ class OctoRpaTriggerOperator(BaseOperator):
 
     def _finished(self, result: dict[str, Any], context: Context) -> dict[str, Any]:
         self._result = result
-        keep_call_for_page(context, self.log)
+        keep_call_for_page(context, self.log, self._ledger)
         return result
 
     def _result_of_an_earlier_try(self, ledger: CallLedger) -> dict[str, Any] | None:
@@ -286,17 +286,23 @@ class OctoRpaTriggerOperator(BaseOperator):
         return config.timeout + hold.in_worker_at_most + _TIMEOUT_MARGIN_SECONDS
 
 
-def keep_call_for_page(context: Context, log: Any) -> None:
+def keep_call_for_page(context: Context, log: Any, ledger: CallLedger | None = None) -> None:
     """Copy the call record to the XCom ``octorpa_call``: the run's page reads it once the DAG run's
-    end removed the record. A failed copy only makes the page say less."""
+    end removed the record. The ledger's last record where this try has one (else, resumed after a
+    deferral, it is read). A failed copy only makes the page say less."""
+    from dataclasses import asdict
+
     from airflow_octorpa.call_record import record_store
     from airflow_octorpa.callbacks.run_page import CALL_XCOM, call_snapshot
 
     ti = context.get("ti")
     try:
-        store = record_store(context)
-        raw = store.read() if store is not None and ti is not None else None
-        if isinstance(raw, dict):
-            ti.xcom_push(key=CALL_XCOM, value=call_snapshot(raw))  # type: ignore[union-attr]
+        if ledger is not None and ledger.last is not None:
+            raw: Any = asdict(ledger.last)
+        else:
+            store = record_store(context)
+            raw = store.read() if store is not None else None
+        if isinstance(raw, dict) and ti is not None:
+            ti.xcom_push(key=CALL_XCOM, value=call_snapshot(raw))
     except Exception as err:  # noqa: BLE001 - the page's copy is no reason to fail the task
         log.warning("Could not keep the call record for the run's page (%s: %s).", type(err).__name__, err)

@@ -20,6 +20,7 @@ import json
 import time
 from typing import Any
 
+from airflow_octorpa.callbacks.reports import EXPIRED, FAILED, SUCCEEDED, WAITING
 from airflow_octorpa.callbacks.run_page import LINK_NAME, RUN_PAGE_PATH, RunFacts
 
 _STYLE = """
@@ -98,12 +99,12 @@ def _call_section(facts: RunFacts) -> list[str]:
     parts = ["<h2>Call</h2>", _rows(rows)]
     if refusals := call.get("refusals") or []:
         lines = "".join(
-            f"<tr><td>{_when(item.get('at'))}</td><td>{_text(item.get('status'))}</td><td>{_text(item.get('code'))}"
-            f"</td><td>{_text(item.get('request_id'))}</td></tr>"
+            f"<tr><td>{_when(item.get('at'))}</td><td>{_text(item.get('status') or item.get('error'))}</td>"
+            f"<td>{_text(item.get('code'))}</td><td>{_text(item.get('request_id'))}</td></tr>"
             for item in refusals
         )
-        parts.append(
-            "<h2>Refused attempts</h2><table><tr><th>At</th><th>HTTP</th><th>Code</th><th>Request id</th></tr>"
+        parts.append(  # a call never sent has no HTTP status: its error's name stands there
+            "<h2>Refused attempts</h2><table><tr><th>At</th><th>HTTP status</th><th>Code</th><th>Request id</th></tr>"
             f"{lines}</table>"
         )
     return parts
@@ -137,9 +138,9 @@ def _cancel_section(facts: RunFacts) -> list[str]:
     report, cancel = facts.report or {}, facts.cancel or {}
     if not report:
         return []
-    expired = report.get("status") == "expired"
+    expired = report.get("status") == EXPIRED
     if not cancel and not expired:
-        if report.get("status") in ("succeeded", "failed"):
+        if report.get("status") in (SUCCEEDED, FAILED):
             return ["<h2>Cancel</h2><p>Not requested: the run reported its end.</p>"]
         return ["<h2>Cancel</h2><p>Not requested: Airflow still awaits this run.</p>"]
     heard = report.get("cancel_heard_at")
@@ -156,7 +157,7 @@ def _report_section(facts: RunFacts) -> list[str]:
     if not report:
         return []
     status = report.get("status")
-    if status in ("waiting", None):
+    if status in (WAITING, None):
         return ["<h2>Report</h2><p>Not reported yet.</p>"]
     rows = [
         ("Status", f'<span class="state">{_text(status)}</span>'),

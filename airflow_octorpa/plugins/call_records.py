@@ -207,12 +207,23 @@ def _route() -> dict[str, Any]:
         return {}
 
 
+def _listeners() -> list[Any]:
+    """This module's hookimpls and, on Airflow 3 (asset watchers), the inbox's."""
+    from airflow_octorpa.version_compat import AIRFLOW_V_3
+
+    if not AIRFLOW_V_3:
+        return [sys.modules[__name__]]
+    from airflow_octorpa.plugins import inbox_events
+
+    return [sys.modules[__name__], inbox_events]
+
+
 class OctoRpaPlugin(AirflowPlugin):
     """Registers the listener (call records, run reports, pools), the route runs report to, and the
     run's page."""
 
     name = "octorpa"
-    listeners = [sys.modules[__name__]]  # this module's hookimpls
+    listeners = _listeners()
     _served = _route()
     fastapi_apps = _served.get("fastapi_apps", [])
     flask_blueprints = _served.get("flask_blueprints", [])

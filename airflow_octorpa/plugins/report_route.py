@@ -65,7 +65,52 @@ def handle_report(token: str, method: str, query: Mapping[str, list[str]], body:
     return answer
 
 
-def _from_post(body: bytes | None) -> RunReport | Progress:
+def handle_inbox_report(token: str, method: str, query: Mapping[str, list[str]], body: bytes | None) -> RouteAnswer:
+    """The answer to a report sent to an inbox: its end report only, with an optional ``report_id``."""
+    from airflow_octorpa.callbacks import inbox
+
+    if not inbox.is_token(token):
+        return inbox.NOT_FOUND
+    report: RunReport | Progress | None
+    try:
+        if method == "POST":
+            data = _json_object(body)
+            report_id = _report_id(data.pop("report_id", None))
+            report = _from_data(data)
+        else:
+            rest = dict(query)
+            given = rest.pop("report_id", [None])
+            if len(given) != 1:
+                raise _Malformed(400, f"The parameter 'report_id' is given {len(given)} times.")
+            report_id = _report_id(given[0])
+            report = _from_query(rest)
+        if not isinstance(report, RunReport):
+            raise _Malformed(400, (
+                f"An inbox takes a run's end report: status={SUCCEEDED!r} or {FAILED!r}, with outputs and a "
+                "message. Progress and cancel questions go to a callback URL, which a DAG task gives its run."))  # fmt: skip
+    except _Malformed as malformed:
+        return malformed.answer
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return inbox.accept(session, token, report, report_id)
+
+
+def _report_id(value: Any) -> str | None:
+    from airflow_octorpa.callbacks.inbox import MAX_REPORT_ID_CHARS
+
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_REPORT_ID_CHARS:
+        raise _Malformed(400, f"report_id must be text of 1 to {MAX_REPORT_ID_CHARS} characters.")
+    try:
+        check_text(value, "report_id")
+    except ReportShapeError as err:
+        raise _Malformed(400, f"{err} Nothing was stored.") from None
+    return value
+
+
+def _json_object(body: bytes | None) -> dict[str, Any]:
     if body is None:
         raise _Malformed(413, f"The report is over {MAX_REPORT_BYTES} bytes.")
     try:
@@ -74,6 +119,14 @@ def _from_post(body: bytes | None) -> RunReport | Progress:
         raise _Malformed(400, "The report is not UTF-8 JSON.") from None
     if not isinstance(data, dict):
         raise _Malformed(400, 'The report must be a JSON object: {"status": "succeeded", "outputs": {...}}.')
+    return data
+
+
+def _from_post(body: bytes | None) -> RunReport | Progress:
+    return _from_data(_json_object(body))
+
+
+def _from_data(data: dict[str, Any]) -> RunReport | Progress:
     if data.get("status") == RUNNING:
         unknown = sorted(set(data) - {"status", "message", "progress"})
         if unknown:
@@ -151,10 +204,11 @@ def fastapi_app() -> Any:
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
 
+    from airflow_octorpa.callbacks.inbox import INBOX_PATH
+
     app = FastAPI(title="Octopus RPA run reports", docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.api_route(CALLBACK_PATH + "{token}", methods=["GET", "POST"])
-    async def callback(request: Request) -> JSONResponse:  # the token is read below, never a plain local
+    async def serve(request: Request, handler: Any) -> JSONResponse:  # the token is never a plain local
         token = HiddenToken(request.path_params["token"])
         _blank_in_scope(request.scope, token)
         body: bytes | None = b""
@@ -163,8 +217,16 @@ def fastapi_app() -> Any:
         query: dict[str, list[str]] = {}
         for name, value in request.query_params.multi_items():
             query.setdefault(name, []).append(value)
-        answer = await run_in_threadpool(handle_report, token, request.method, query, body)
+        answer = await run_in_threadpool(handler, token, request.method, query, body)
         return JSONResponse(answer.body, status_code=answer.status)
+
+    @app.api_route(CALLBACK_PATH + "{token}", methods=["GET", "POST"])
+    async def callback(request: Request) -> JSONResponse:
+        return await serve(request, handle_report)
+
+    @app.api_route(INBOX_PATH + "{token}", methods=["GET", "POST"])
+    async def inbox(request: Request) -> JSONResponse:
+        return await serve(request, handle_inbox_report)
 
     return app
 
@@ -194,10 +256,19 @@ def flask_blueprint() -> Any:
     """The route for Airflow 2's webserver (``AirflowPlugin.flask_blueprints``), exempt from CSRF."""
     from flask import Blueprint, jsonify, request
 
+    from airflow_octorpa.callbacks.inbox import INBOX_PATH
+
     blueprint = Blueprint("octorpa_callbacks", __name__, url_prefix=ROUTE_PREFIX)
 
     @blueprint.route(CALLBACK_PATH + "<token>", methods=["GET", "POST"])
     def callback(token: str) -> Any:
+        return serve(token, handle_report)
+
+    @blueprint.route(INBOX_PATH + "<token>", methods=["GET", "POST"])
+    def inbox(token: str) -> Any:
+        return serve(token, handle_inbox_report)
+
+    def serve(token: str, handler: Any) -> Any:
         token = HiddenToken(token)
         (request.view_args or {}).pop("token", None)
         for name in ("PATH_INFO", "RAW_URI", "REQUEST_URI"):  # what gunicorn's access log reads afterwards
@@ -212,7 +283,7 @@ def flask_blueprint() -> Any:
             if body is not None and len(body) > MAX_REPORT_BYTES:
                 body = None
         query = {name: request.args.getlist(name) for name in request.args}
-        answer = handle_report(token, request.method, query, body)
+        answer = handler(token, request.method, query, body)
         response = jsonify(answer.body)
         response.status_code = answer.status
         return response

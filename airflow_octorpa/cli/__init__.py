@@ -17,6 +17,7 @@ from airflow_octorpa.cli.commands import pool as run_pool
 from airflow_octorpa.cli.commands import sign_command as run_sign
 from airflow_octorpa.cli.common import EXIT_USAGE, UsageError, fail
 from airflow_octorpa.cli.doctor import doctor as run_doctor
+from airflow_octorpa.cli.inbox import add_parser as add_inbox_parser
 from airflow_octorpa.cli.trigger import trigger as run_trigger
 
 
@@ -132,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         help="how long after its DAG run ended a record is kept (default: [octorpa] record_retention, 86400)",
     )
     cleanup.set_defaults(run=run_cleanup)
+    add_inbox_parser(commands)
     return parser
 
 

@@ -92,7 +92,7 @@ def run_dag(dag: Any) -> Any:
         dag.relative_fileloc = os.path.basename(dag.fileloc)
     bag = dag_bag(os.devnull)
     bag.bag_dag(dag)
-    _sync_bag(bag)
+    sync_bag(bag)
     return dag.test()
 
 
@@ -105,7 +105,7 @@ def dag_bag(folder: Any) -> Any:
     return DagBag(dag_folder=folder, collect_dags=folder != os.devnull)
 
 
-def _sync_bag(bag: Any) -> None:
+def sync_bag(bag: Any) -> None:
     try:
         from airflow.dag_processing.dagbag import sync_bag_to_db  # Airflow 3.2+
     except ImportError:

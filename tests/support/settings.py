@@ -4,6 +4,7 @@ uses these helpers without it."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -27,6 +28,9 @@ os.environ.update(
         # The tests sweep when they mean to (tests/test_run_records.py): records they write by hand
         # name DAG runs that do not exist.
         "AIRFLOW__OCTORPA__SWEEP_INTERVAL": "0",
+        # One key for this process and every process it starts, as one deployment shares one: else
+        # each `airflow` command would write a new one to airflow.cfg after this process read it.
+        "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
     }
 )
 os.environ.pop("AIRFLOW_CONN_OCTORPA_DEFAULT", None)

@@ -56,11 +56,13 @@ TESTS = (
     "tests/test_run_records.py",
     "tests/test_policy.py",
     "tests/test_progress_cancel.py",
+    "tests/test_inbox.py",
 )
 # Through real components: the burst (the rate-limit proof), a triggerer on another clock, a task
 # process killed after its call, and a run reporting to the api-server (Airflow 2: the webserver).
 # The scheduler tests' others run in `make test` on 3.3.
 SCHEDULER_TESTS = (
+    "tests/test_scheduler.py::test_an_inbox_schedules_each_report_once_in_order_across_a_killed_triggerer",
     "tests/test_scheduler.py::test_burst_from_two_dags_is_delivered_once_each_and_never_refused",
     "tests/test_scheduler.py::test_a_triggerer_on_another_clock_times_each_hold_itself",
     "tests/test_scheduler.py::test_worker_killed_after_its_call_is_not_triggered_twice_but_a_clear_is",

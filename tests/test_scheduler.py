@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import subprocess
 import tempfile
 import time
 import uuid
@@ -559,3 +560,74 @@ def test_random_faults_leave_every_trigger_accounted_for_and_none_twice(scaled_e
     assert summary.started + summary.unknown == 40
     assert summary.runs_of_unknown >= 1, "a run must have started behind a lost answer"
     assert {"rate_limit", "status_before_start", "delay_after_start", "reset_after_start"} <= set(summary.faults)
+
+
+@pytest.mark.timeout(500)
+@pytest.mark.skipif(not AIRFLOW_V_3, reason="asset watchers came in Airflow 3.0")
+def test_an_inbox_schedules_each_report_once_in_order_across_a_killed_triggerer(cluster):
+    """Reports sent to an inbox reach the real api-server; the real triggerer's watcher turns each
+    into one asset event, which the scheduler turns into DAG runs. The triggerer is killed with
+    reports held and more arrive while it is down: each still schedules exactly once, in order."""
+    from tests.support.cli_output import OCTORPA
+
+    cluster.wait_for_dags("octorpa_inbox_consumer")
+    created = subprocess.run([OCTORPA, "inbox", "create", "test-orders"], env=cluster.env, capture_output=True,
+                             text=True, timeout=120, check=False)  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    (url,) = [line for line in created.stdout.split() if line.startswith(f"http://127.0.0.1:{cluster.port}/")]
+
+    def send(n: int, **extra) -> requests.Response:
+        answer = requests.post(url, json={"status": "succeeded", "outputs": {"n": n}, **extra}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return answer
+
+    def events() -> int:
+        query = "SELECT COUNT(*) FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.uri = ?"
+        return cluster._query(query, "octorpa://inbox/test-orders")[0][0]
+
+    send(1, report_id="order-1")
+    send(2)
+    assert send(1, report_id="order-1").json()["repeat"] is True
+    cluster.wait_for(lambda: events() == 2, 180, "the first two reports' asset events")
+    cluster.kill("triggerer")
+    send(3)
+    send(4)
+    cluster.start_component(component("triggerer"))
+    send(5)
+    cluster.wait_for(lambda: events() == 5, 180, "the asset events of the reports sent around the restart")
+
+    def runs() -> list[tuple[str, str]]:
+        return cluster._query(
+            "SELECT run_id, state FROM dag_run WHERE dag_id = ? ORDER BY id", "octorpa_inbox_consumer"
+        )
+
+    def queued() -> int:
+        query = "SELECT COUNT(*) FROM asset_dag_run_queue WHERE target_dag_id = ?"
+        return cluster._query(query, "octorpa_inbox_consumer")[0][0]
+
+    cluster.wait_for(
+        lambda: queued() == 0 and runs() and all(state in ("success", "failed") for _, state in runs()),
+        240,
+        "the DAG runs the inbox's events scheduled",
+    )
+    assert {state for _, state in runs()} == {"success"}, cluster.log_tail()
+    loaded = [
+        pair for run_id, _ in runs() for pair in cluster.xcom_values("octorpa_inbox_consumer", run_id, "load")[-1]
+    ]
+    consumed = [n for n, _ in loaded]
+    assert consumed == sorted(set(consumed)) and consumed[:1] == [1], loaded  # each at most once, in order
+    assert all(outputs == {"n": n} for n, outputs in loaded)
+    # An event stored while the scheduler creates a run on SQLite (no row locks) can find its DAG's
+    # queue entry about to be deleted and wait for the next event (Airflow's, see the Inbox page).
+    unconsumed = cluster._query(
+        "SELECT COUNT(*) FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.uri = ? AND e.id NOT IN "
+        "(SELECT event_id FROM dagrun_asset_event)", "octorpa://inbox/test-orders",
+    )[0][0]  # fmt: skip
+    assert len(consumed) + unconsumed == 5
+    time.sleep(5)  # a re-emitted report would show by now
+    assert events() == 5
+    listed = subprocess.run([OCTORPA, "inbox", "list"], env=cluster.env, capture_output=True, text=True, timeout=120)
+    (row,) = [line.split() for line in listed.stdout.splitlines() if line.startswith("test-orders ")]
+    assert row[-3:] == ["5", "5", "0"]
+    forged = url[:-43] + "A" * 43
+    assert requests.post(forged, json={"status": "succeeded"}, timeout=10).status_code == 404

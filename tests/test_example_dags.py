@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.airflow_helpers import dag_bag, task_states, xcom_return_values
+from tests.support.airflow_helpers import AIRFLOW_V_3, dag_bag, task_states, xcom_return_values
 from tests.support.callback_server import report_route
 from tests.support.settings import EXAMPLE_DAGS
 
@@ -55,4 +55,18 @@ def test_wait_example_hands_the_apps_outputs_downstream(dagbag, emulator, order_
     waits = xcom_return_values(dag_run, "wait_orders")
     assert sorted(w["flow_process_no"] for w in waits.values()) == sorted(
         r["flow_process_no"] for r in runs if r["params"]["订单号"] != "SO-3001"
+    )
+
+
+def test_inbox_example_is_scheduled_by_the_inbox_asset_on_airflow_3_and_absent_on_2(dagbag):
+    if not AIRFLOW_V_3:
+        assert "example_octorpa_inbox" not in dagbag.dag_ids
+        return
+    dag = dagbag.dags["example_octorpa_inbox"]
+    (asset,) = dag.timetable.asset_condition.objects  # schedule=[orders]: all of one asset
+    (watcher,) = asset.watchers
+    assert asset.uri == "octorpa://inbox/orders"
+    assert watcher.trigger.serialize() == (
+        "airflow_octorpa.triggers.inbox.OctoRpaInboxTrigger",
+        {"inbox": "orders", "poll_interval": 1.0},
     )

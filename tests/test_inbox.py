@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import time
 import uuid
 
 import pytest
@@ -344,3 +345,46 @@ def test_reports_of_gives_a_runs_reports_oldest_first_once_each():
     assert [(r[inbox._MARKER], r["sequence"]) for r in inbox.reports_of(events)] == [("a", 1), ("b", 1), ("a", 2)]
     assert [r["sequence"] for r in inbox.reports_of(events, inbox="a")] == [1, 2]
     assert inbox.reports_of({}) == []
+
+
+def test_the_emulators_own_schedule_starts_runs_that_report_to_an_inbox(route, emulator):
+    from airflow_octorpa.emulator import WebhookSpec
+
+    name = _name()
+    url = _create(name, route)
+    emulator.state.put_webhook(
+        WebhookSpec.reporting_app(
+            "nightly-export", "s", name="导出订单", after=0.1, outputs={"文件": "a.xlsx"}, fault="twice"
+        )  # fmt: skip
+    )
+    control = f"{emulator.url}/_emulator/schedules/nightly-export"
+    answer = requests.post(control, json={"inbox_url": url, "params": {"订单号": "ALL"}, "count": 2, "every": 0.5},
+                           timeout=10)  # fmt: skip
+    assert answer.json() == {"scheduled": 2, "webhook": "nightly-export"}, answer.text
+
+    def reported() -> list[dict]:
+        return [run for run in emulator.state.snapshot("runs") if len(run.get("callback", {}).get("reports", [])) == 2]
+
+    deadline = time.monotonic() + 30
+    while len(reported()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    runs = reported()
+    assert [run["started_by"] for run in runs] == ["schedule", "schedule"] and emulator.state.snapshot("calls") == []
+    for run in runs:  # the app's report and its retry: one kept, the retry a repeat
+        first, again = (json.loads(report["body"]) for report in run["callback"]["reports"])
+        assert first == {"accepted": True, "report_id": run["flow_process_no"]}
+        assert again == {"accepted": True, "repeat": True, "report_id": run["flow_process_no"]}
+    held = [_stored(inbox.report_key(name, sequence)) for sequence in (1, 2, 3)]
+    assert [report["report_id"] for report in held[:2]] == [run["flow_process_no"] for run in runs]
+    assert held[0]["outputs"] == {"文件": "a.xlsx"} and held[2] is None
+
+    refused = {
+        "no such webhook": requests.post(
+            f"{emulator.url}/_emulator/schedules/nope", json={"inbox_url": url}, timeout=10
+        ),  # fmt: skip
+        "no URL": requests.post(control, json={"count": 1}, timeout=10),
+        "count 0": requests.post(control, json={"inbox_url": url, "count": 0}, timeout=10),
+        "unknown field": requests.post(control, json={"inbox_url": url, "cron": "* * * * *"}, timeout=10),
+    }
+    assert {what: answer.status_code for what, answer in refused.items()} == {
+        "no such webhook": 404, "no URL": 400, "count 0": 400, "unknown field": 400}  # fmt: skip

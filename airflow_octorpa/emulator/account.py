@@ -18,12 +18,12 @@ import math
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from limits import parse_many, storage, strategies
 
-from airflow_octorpa.emulator.config import EmulatorConfig, WebhookSpec
+from airflow_octorpa.emulator.config import CallbackSpec, EmulatorConfig, WebhookSpec
 from airflow_octorpa.emulator.faults import Fault, FaultPlan
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,11 @@ class EmulatorState:
         self.calls: list[dict[str, Any]] = []
         self.runs: list[dict[str, Any]] = []
         self.faults = FaultPlan()
+        self._schedules_stop = threading.Event()
 
     def reset(self) -> None:
+        self._schedules_stop.set()  # the schedules started before stop; new ones get a new event
+        self._schedules_stop = threading.Event()
         with self._lock:
             self.calls.clear()
             self.runs.clear()
@@ -180,6 +183,42 @@ class EmulatorState:
             call.update(status=answer.status or None, code=None, flow_process_no=run["flow_process_no"])
             self.calls.append(call)
             return answer
+
+    def run_on_schedule(
+        self, webhook_id: str, inbox_url: str, params: dict[str, Any], count: int, every: float
+    ) -> None:
+        """Start ``count`` runs of the webhook's app by the console's own schedule, one every ``every``
+        seconds from now, not through a webhook call; each reports its end to ``inbox_url`` with its
+        ``flowProcessNo`` as its ``report_id``, as the app's last HTTP step would."""
+        with self._lock:
+            try:
+                webhook = self._webhook(webhook_id)  # refused now, not in the thread
+            except _Refusal as refusal:
+                raise LookupError(refusal.description) from None
+        stop = self._schedules_stop
+        thread = threading.Thread(
+            target=self._scheduled_runs, args=(webhook, inbox_url, params, count, every, stop),
+            name="octorpa-emulated-schedule", daemon=True,
+        )  # fmt: skip
+        thread.start()
+
+    def _scheduled_runs(
+        self, webhook: WebhookSpec, url: str, params: dict[str, Any], count: int, every: float, stop: threading.Event
+    ) -> None:
+        from airflow_octorpa.emulator.app_run import AppRun
+
+        spec = replace(webhook.callback or CallbackSpec(), ask_every=0.0)  # an inbox takes no progress
+        for index in range(count):
+            if index and stop.wait(every):
+                return
+            if stop.is_set():
+                return
+            with self._lock:
+                run = self._start_run(webhook, {"params": params}, time.time())
+                run["started_by"] = "schedule"
+                self.runs.append(run)
+            if spec.fault != "never":
+                AppRun(spec, url, run, self._lock, report_id=run["flow_process_no"]).start()
 
     def _schedule_callback(self, webhook: WebhookSpec, run: dict[str, Any]) -> None:
         """As the app's steps: progress and the end, to the callback URL it was given."""

@@ -17,10 +17,13 @@ CANCELLED_MESSAGE = "cancelled: Airflow asked the run to stop"
 class AppRun:
     """One run's calls to Airflow, noted in ``run["callback"]`` under the account's lock."""
 
-    def __init__(self, spec: CallbackSpec, url: str, run: dict[str, Any], lock: threading.Lock) -> None:
+    def __init__(
+        self, spec: CallbackSpec, url: str, run: dict[str, Any], lock: threading.Lock, report_id: str | None = None
+    ) -> None:
         import requests
 
         self.spec, self.url, self.run, self._lock = spec, url, run, lock
+        self.report_id = report_id  # sent with the end report (an inbox's de-duplication key)
         self.session = requests.Session()
         self.session.trust_env = False  # the app reaches Airflow directly
         run["callback"] = {"reports": [], "progress": [], "cancelled_at": None}
@@ -68,11 +71,12 @@ class AppRun:
     def _send(self, reports: list[tuple[str, dict[str, Any], str]]) -> None:
         if self.spec.fault == "forged":
             self.url = self.url[:-43] + "F" * 43  # the right record, the wrong secret
+        extra = {"report_id": self.report_id} if self.report_id is not None else {}
         for status, outputs, message in reports:
             if self.spec.method == "GET":
-                seen = self._request("GET", params={"status": status, "message": message})
+                seen = self._request("GET", params={"status": status, "message": message, **extra})
             else:
-                seen = self._request("POST", json={"status": status, "outputs": outputs, "message": message})
+                seen = self._request("POST", json={"status": status, "outputs": outputs, "message": message, **extra})
             with self._lock:
                 self.run["callback"]["reports"].append({**seen, "sent_at": time.time(), "status": status})
 

@@ -160,3 +160,17 @@ def webhook_update(state: EmulatorState, webhook_id: str, body: Any) -> WebhookS
     if app.get("behaviour") not in (None, "vendor_example"):
         raise BadRequest(400, "app.behaviour must be null or 'vendor_example'.")
     return WebhookSpec.from_dict({**merged, "id": webhook_id})
+
+
+def schedule_from(body: Any) -> tuple[str, dict[str, Any], int, float]:
+    """``{"inbox_url": "http://.../octorpa/v1/inbox/<token>", "params": {...}, "count": 3, "every": 5}``:
+    the URL the app's last step reports to, its input variables, how many runs and how far apart."""
+    body = _object(body, "a schedule")
+    unknown = set(body) - {"inbox_url", "params", "count", "every"}
+    if unknown:
+        raise BadRequest(400, f"Unknown schedule fields {sorted(unknown)!r:.200}.")
+    url = body.get("inbox_url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise BadRequest(400, "inbox_url must be the http(s) URL `octorpa inbox create` printed.")
+    params = _object(body.get("params", {}), "params")
+    return url, params, _whole(body.get("count", 1), "count", 1, 1000), _number(body.get("every", 1), "every", 0, 3600)

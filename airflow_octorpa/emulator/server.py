@@ -19,6 +19,7 @@ from airflow_octorpa.emulator.control import (
     faults_from,
     json_body,
     random_faults_from,
+    schedule_from,
     settings_from,
     webhook_update,
 )
@@ -108,6 +109,13 @@ class _Handler(BaseHTTPRequestHandler):
         if name == "webhooks" and arg:
             state.put_webhook(webhook_update(state, arg, body))
             return {"webhook": arg}
+        if name == "schedules" and arg:
+            url, params, count, every = schedule_from(body)
+            try:
+                state.run_on_schedule(arg, url, params, count, every)
+            except LookupError as err:
+                raise BadRequest(404, str(err)) from None
+            return {"scheduled": count, "webhook": arg}
         raise BadRequest(404, f"No route for POST {path[:200]}.")
 
     def _invoke(self, state: EmulatorState, webhook_id: str) -> None:

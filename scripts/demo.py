@@ -9,6 +9,10 @@ Starts the emulator on a free loopback port, prepares an embedded Airflow home w
 2. ``airflow dags test example_octorpa_wait`` with Airflow's own api-server (Airflow 2: the
    webserver) serving the report route on a free loopback port: the emulator's order app reports
    back when its run ends, the waiting task succeeds, and the app's outputs reach the next task.
+3. Airflow 3: an inbox (``octorpa inbox create orders``) and a scheduler, triggerer and DAG
+   processor beside the api-server; the emulator starts two runs of the order app by its own
+   schedule, not through Airflow, and their reports schedule ``example_octorpa_inbox``, whose task
+   prints the app's outputs.
 
 Stops everything it started, also when a step fails.
 """
@@ -36,6 +40,8 @@ LOGS = DEMO_DIR / "logs"
 BIN = Path(sys.executable).parent
 DAG_ID = "example_octorpa_order"
 WAIT_DAG_ID = "example_octorpa_wait"
+INBOX_DAG_ID = "example_octorpa_inbox"
+INBOX = "orders"
 WEBHOOK_ID = "order-processing"
 WEBHOOK_SECRET = "demo-order-secret"  # the emulator's built-in demo webhook
 
@@ -233,6 +239,8 @@ def _wait_demo(emulator_url: str) -> None:
     try:
         _step(f"airflow dags test {WAIT_DAG_ID}", "dags", "test", WAIT_DAG_ID)
         _print_wait_results(emulator_url)
+        if _airflow_major() >= 3:
+            _inbox_demo(emulator_url)
     finally:
         _stop(web_server)
         print("==> Airflow's web server stopped")
@@ -261,6 +269,92 @@ def _print_wait_results(emulator_url: str) -> None:
         f"  reports the emulator's apps sent to Airflow: {len(reported)} (one per run the DAG started: "
         f"process_order and the two mapped process_orders), answered HTTP {sorted({r['status_code'] for r in reported})}"
     )
+    print()
+
+
+def _start_component(name: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(BIN / "airflow"), name],
+        env=env,
+        stdout=(LOGS / f"{name}.log").open("w", encoding="utf-8"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _query(sql: str, *args: object) -> list[tuple]:
+    with sqlite3.connect(AIRFLOW_HOME / "airflow.db", timeout=30) as db:
+        return db.execute(sql, args).fetchall()
+
+
+def _wait_until(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise SystemExit(f"Timed out after {timeout:.0f} s waiting for {what}; logs in {LOGS}")
+        time.sleep(1)
+
+
+def _inbox_demo(emulator_url: str) -> None:
+    """Runs Airflow did not start schedule a DAG: the emulator's schedule, an inbox, asset events."""
+    inbox_out = DEMO_DIR / "inbox-create.txt"
+    _run(f"octorpa inbox create {INBOX}", [str(BIN / "octorpa"), "inbox", "create", INBOX], stdout_file=inbox_out)
+    (url,) = [word for word in inbox_out.read_text(encoding="utf-8").split() if word.startswith(WEB_URL)]
+    env = {
+        **ENV,
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{WEB_URL}/execution/",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
+    }
+    print("==> starting Airflow's scheduler, triggerer and DAG processor (the inbox's watcher runs in the triggerer)")
+    components = [_start_component(name, env) for name in ("dag-processor", "scheduler", "triggerer")]
+    try:
+        _wait_until(
+            lambda: _query("SELECT 1 FROM dag WHERE dag_id = ?", INBOX_DAG_ID), 180, f"{INBOX_DAG_ID} to be parsed"
+        )
+        _step(f"airflow dags unpause {INBOX_DAG_ID}", "dags", "unpause", INBOX_DAG_ID)
+        _wait_until(lambda: _query("SELECT 1 FROM asset_watcher"), 180, "the inbox's asset watcher")
+        schedule = {"inbox_url": url, "params": {"订单号": "SO-NIGHTLY"}, "count": 2, "every": 2}
+        request = urllib.request.Request(
+            f"{emulator_url}/_emulator/schedules/{WEBHOOK_ID}", data=json.dumps(schedule).encode(), method="POST"
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+        print("==> the emulator starts two runs of the order app by its own schedule; each reports to the inbox")
+        _wait_until(lambda: len(_inbox_outputs()) >= 2, 240, f"the DAG runs of {INBOX_DAG_ID}")
+        _print_inbox_results(emulator_url)
+    finally:
+        for component in components:
+            _stop(component, grace=20)
+        print("==> Airflow's scheduler, triggerer and DAG processor stopped")
+
+
+def _inbox_outputs() -> list[tuple[str, object]]:
+    """Each finished run of the inbox's DAG and what its task returned."""
+    rows = _query(
+        "SELECT r.run_id, x.value FROM dag_run r JOIN xcom x ON x.dag_run_id = r.id AND x.task_id = 'load_orders' "
+        "AND x.key = 'return_value' WHERE r.dag_id = ? AND r.state = 'success' ORDER BY r.id",
+        INBOX_DAG_ID,
+    )
+    found = []
+    for run_id, value in rows:
+        loaded = json.loads(value)
+        found.extend((run_id, outputs) for outputs in (json.loads(loaded) if isinstance(loaded, str) else loaded))
+    return found
+
+
+def _print_inbox_results(emulator_url: str) -> None:
+    runs = [run for run in _get_json(f"{emulator_url}/_emulator/runs") if run.get("started_by") == "schedule"]  # type: ignore[union-attr]
+    print()
+    for run in runs:
+        answers = [r["status_code"] for r in run.get("callback", {}).get("reports", [])]
+        print(
+            f"The emulator's schedule started run {run['flow_process_no']}; its report to the inbox was answered {answers}"
+        )
+    for run_id, outputs in _inbox_outputs():
+        print(
+            f"  DAG run {run_id} of {INBOX_DAG_ID} loaded the app's outputs {json.dumps(outputs, ensure_ascii=False)}"
+        )
     print()
 
 

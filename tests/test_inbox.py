@@ -251,6 +251,27 @@ def _queued(dag_id: str) -> int:
         return session.scalar(select(func.count()).where(AssetDagRunQueue.target_dag_id == dag_id))
 
 
+def _queue_date(dag_id: str):
+    from airflow.models.asset import AssetDagRunQueue
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        return session.scalar(select(AssetDagRunQueue.created_at).where(AssetDagRunQueue.target_dag_id == dag_id))
+
+
+def _last_event_date(name: str):
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    with create_session() as session:
+        return session.scalar(
+            select(func.max(AssetEvent.timestamp)).join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.uri == inbox.asset_uri(name))
+        )  # fmt: skip
+
+
 def _unqueue(dag_id: str) -> None:
     from airflow.models.asset import AssetDagRunQueue
     from airflow.utils.session import create_session
@@ -302,8 +323,11 @@ def test_each_report_is_one_asset_event_in_order_whatever_is_emitted_again(route
     assert _events(name) == [1]
 
     _submit(trigger_id, reports[1])
-    _submit(trigger_id, reports[2])
+    _submit(trigger_id, reports[2])  # while 2's queue entry is there
     assert _events(name) == [1, 2, 3] and _queued(dag_id) == 1
+    # The entry is dated after the last event, so the run the scheduler makes of it takes that event
+    # too (Airflow would leave it dated at the event that wrote it, and 3 to the asset's next event).
+    assert _queue_date(dag_id) >= _last_event_date(name)
     assert _stored(inbox.delivered_key(name)) == {"sequence": 3}
     assert [_stored(inbox.report_key(name, sequence)) for sequence in (1, 2, 3)] == [None, None, None]
     assert "0" in [line.split()[-1] for line in octorpa("inbox", "list").stdout.splitlines() if line.startswith(name)]

@@ -617,8 +617,8 @@ def test_an_inbox_schedules_each_report_once_in_order_across_a_killed_triggerer(
     consumed = [n for n, _ in loaded]
     assert consumed == sorted(set(consumed)) and consumed[:1] == [1], loaded  # each at most once, in order
     assert all(outputs == {"n": n} for n, outputs in loaded)
-    # An event stored while the scheduler creates a run on SQLite (no row locks) can find its DAG's
-    # queue entry about to be deleted and wait for the next event (Airflow's, see the Inbox page).
+    # On SQLite (no row locks) an event committed while the scheduler creates a run can wait for
+    # the asset's next event (see the Inbox page): it is stored once, in no run yet.
     unconsumed = cluster._query(
         "SELECT COUNT(*) FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.uri = ? AND e.id NOT IN "
         "(SELECT event_id FROM dagrun_asset_event)", "octorpa://inbox/test-orders",

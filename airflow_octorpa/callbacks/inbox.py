@@ -15,6 +15,7 @@ the transaction that stores the asset event: the provider's listener joins it (s
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
 import json
@@ -279,23 +280,24 @@ def deliver_in_session(session: Any) -> None:
     """
     from airflow.models.asset import AssetEvent
 
-    taken = _this_transaction(session).taken
+    state = _this_transaction(session)
     for event in [obj for obj in list(session.identity_map.values()) if isinstance(obj, AssetEvent)]:
         payload = payload_of(event.extra)
         if payload is None or getattr(event, "_octorpa_seen", False) or event.source_task_id is not None:
             continue
         event._octorpa_seen = True
         name, sequence = payload[_MARKER], payload["sequence"]
-        if (name, sequence) in taken:
-            continue  # the same report's event for another asset of the trigger
-        try:
-            delivered = _take(session, name, sequence, payload.get("report_id"))
-        except Exception:  # noqa: BLE001 - not stored: the trigger emits the report again
-            delivered = False
-        if delivered:
-            taken.add((name, sequence))
-        else:
-            _drop(session, event)
+        if (name, sequence) not in state.taken:  # else the same report's event for another asset
+            try:
+                delivered = _take(session, name, sequence, payload.get("report_id"))
+            except Exception:  # noqa: BLE001 - not stored: the trigger emits the report again
+                delivered = False
+            if not delivered:
+                _drop(session, event)
+                continue
+            state.taken.add((name, sequence))
+        state.kept_assets.add(event.asset_id)
+        _settle_before_commit(session)
 
 
 def _take(session: Any, name: str, sequence: int, report_id: Any) -> bool:
@@ -316,20 +318,32 @@ def _drop(session: Any, event: Any) -> None:
     """Take the event out of the transaction, and the DAG runs that Airflow queues for it next
     (only those: a queued run that was there before stays)."""
     from airflow.models.asset import AssetDagRunQueue as Queued
-    from sqlalchemy import event as sql_event
     from sqlalchemy import select
 
     queued_before = frozenset(session.scalars(select(Queued.target_dag_id).where(Queued.asset_id == event.asset_id)))
     session.delete(event)
     _this_transaction(session).dropped.append((event.asset_id, queued_before))
-    if not sql_event.contains(session, "before_commit", _unqueue_dropped):
-        sql_event.listen(session, "before_commit", _unqueue_dropped)
+    _settle_before_commit(session)
 
 
-def _unqueue_dropped(session: Any) -> None:
-    """Before the commit: remove the DAG runs queued for the dropped events' assets since."""
+def _settle_before_commit(session: Any) -> None:
+    from sqlalchemy import event as sql_event
+
+    if not sql_event.contains(session, "before_commit", _settle_queue):
+        sql_event.listen(session, "before_commit", _settle_queue)
+
+
+def _settle_queue(session: Any) -> None:
+    """Before the commit: remove the DAG runs queued for dropped events since, and date the queue
+    entries of kept events' assets now.
+
+    Airflow queues a DAG run once per asset and DAG: an event stored while the entry is there
+    leaves it dated at the earlier event, and the scheduler's run then takes only the events up to
+    that date, leaving this one to the asset's next event. Dated now, the entry covers it; an
+    entry the scheduler is deleting (PostgreSQL: locked) is written anew, queueing the next run.
+    """
     from airflow.models.asset import AssetDagRunQueue as Queued
-    from sqlalchemy import delete
+    from sqlalchemy import delete, select
 
     if session.in_nested_transaction():
         return  # a savepoint's release (Airflow queues runs in one on SQLite); the commit comes later
@@ -340,12 +354,39 @@ def _unqueue_dropped(session: Any) -> None:
             query = query.where(Queued.target_dag_id.not_in(queued_before))
         session.execute(query.execution_options(synchronize_session=False))
     state.dropped.clear()
+    for asset_id in sorted(state.kept_assets):
+        dag_ids = session.scalars(select(Queued.target_dag_id).where(Queued.asset_id == asset_id)).all()
+        for dag_id in sorted(dag_ids):
+            session.execute(_queue_now(session, asset_id, dag_id))
+    state.kept_assets.clear()
+
+
+def _queue_now(session: Any, asset_id: int, dag_id: str) -> Any:
+    """The statement that dates the queue entry (asset, DAG) now, writing it if it is gone."""
+    from airflow.models.asset import AssetDagRunQueue as Queued
+    from sqlalchemy import update
+    from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    dialect = session.get_bind().dialect.name
+    values = {"asset_id": asset_id, "target_dag_id": dag_id, "created_at": now}
+    if dialect in ("postgresql", "sqlite"):
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        return (
+            insert(Queued)
+            .values(**values)
+            .on_conflict_do_update(index_elements=["asset_id", "target_dag_id"], set_={"created_at": now})
+        )
+    if dialect == "mysql":
+        return mysql.insert(Queued).values(**values).on_duplicate_key_update(created_at=now)
+    return update(Queued).where(Queued.asset_id == asset_id, Queued.target_dag_id == dag_id).values(created_at=now)
 
 
 @dataclass
 class _TransactionState:
     taken: set[tuple[str, int]] = field(default_factory=set)  # (inbox, sequence) delivered
     dropped: list[tuple[int, frozenset[str]]] = field(default_factory=list)  # (asset id, queued before)
+    kept_assets: set[int] = field(default_factory=set)  # the assets of the events it keeps
 
 
 def _this_transaction(session: Any) -> _TransactionState:

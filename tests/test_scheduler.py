@@ -629,5 +629,7 @@ def test_an_inbox_schedules_each_report_once_in_order_across_a_killed_triggerer(
     listed = subprocess.run([OCTORPA, "inbox", "list"], env=cluster.env, capture_output=True, text=True, timeout=120)
     (row,) = [line.split() for line in listed.stdout.splitlines() if line.startswith("test-orders ")]
     assert row[-3:] == ["5", "5", "0"]
+    for log in (cluster.home / "component-logs").glob("*.log"):  # the route blanked the token
+        assert url[-43:] not in log.read_text(errors="replace"), log.name
     forged = url[:-43] + "A" * 43
     assert requests.post(forged, json={"status": "succeeded"}, timeout=10).status_code == 404

@@ -181,6 +181,7 @@ def test_the_checkout_commands_run_or_are_what_ci_runs(emulator):
             assert "got the app's output 运单号 = SF1000000001" in output, output[-2000:]
             assert re.search(r"the wait's log showed the app's progress \([1-9]\d* line", output), output[-2000:]
             assert re.search(r"flowProcessNo=\d+ progress #\d+ at .*: \d+% 第 \d+ 步", output), output[-2000:]
+            assert re.search(r"DAG run \S+ of example_octorpa_inbox loaded [12] report", output), output[-2000:]
             assert "emulator stopped" in output
 
 

@@ -351,9 +351,13 @@ def _print_inbox_results(emulator_url: str) -> None:
         print(
             f"The emulator's schedule started run {run['flow_process_no']}; its report to the inbox was answered {answers}"
         )
+    by_run: dict[str, list[object]] = {}
     for run_id, outputs in _inbox_outputs():
+        by_run.setdefault(run_id, []).append(outputs)
+    for run_id, loaded in by_run.items():
         print(
-            f"  DAG run {run_id} of {INBOX_DAG_ID} loaded the app's outputs {json.dumps(outputs, ensure_ascii=False)}"
+            f"  DAG run {run_id} of {INBOX_DAG_ID} loaded {len(loaded)} report(s), "
+            f"the app's outputs {json.dumps(loaded, ensure_ascii=False)}"
         )
     print()
 

@@ -85,6 +85,7 @@ def test_reports_are_kept_once_each_in_the_order_they_arrived(route):
     assert held[2]["message"] == "没有订单" and held[0]["octorpa_inbox"] == name
     assert held[0]["reported_at"] <= held[1]["reported_at"] <= held[2]["reported_at"]
     record = _stored(inbox.record_key(name))
+    assert _stored(inbox.received_key(name)) == {"sequence": 3}  # what the watcher polls
     assert record["next_sequence"] == 4 and record["last_report_at"] == held[2]["reported_at"]
     assert url.rsplit("/", 1)[1][32:] not in json.dumps(record)  # only the secret's hash is kept
 
@@ -169,7 +170,8 @@ def test_the_cli_prints_the_url_once_and_lists_no_token(route):
     deleted = octorpa("inbox", "delete", name, env=env)
     assert deleted.returncode == 0 and "the 3 reports it still held" in deleted.stdout, deleted.stderr
     assert requests.post(new_url, json={"status": "succeeded"}, timeout=30).status_code == 404
-    assert _stored(inbox.record_key(name)) is None and _stored(inbox.report_key(name, 1)) is None
+    for key in (inbox.record_key(name), inbox.report_key(name, 1), inbox.received_key(name), inbox.delivered_key(name)):
+        assert _stored(key) is None, key
     missing = octorpa("inbox", "rotate", name, env=env)
     assert missing.returncode != 0 and f"No inbox is named {name!r}" in missing.stderr
 

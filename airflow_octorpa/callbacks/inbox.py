@@ -1,11 +1,12 @@
 """Inboxes: standing URLs whose reports become asset events, whoever started the app.
 
-Each inbox is three kinds of Airflow Variables, found by exact key (no scan):
+Each inbox is four kinds of Airflow Variables, found by exact key (no scan):
 
 - ``octorpa_inbox.<digest>``: its name, the SHA-256 of its token's secret, the next sequence
   number, when it last received a report and the recent reports' ids (for repeats);
 - ``octorpa_inbox.<digest>.<sequence>``: an accepted report that no asset event carries yet;
-- ``octorpa_inbox.<digest>.delivered``: the sequence number of the last report an event carries.
+- ``octorpa_inbox.<digest>.delivered``: the sequence number of the last report an event carries;
+- ``octorpa_inbox.<digest>.received``: the sequence number of the last report accepted.
 
 The route (api-server, webserver) appends reports with conditional updates. The watcher's trigger
 (triggerer, Task SDK: no database) emits the report after the cursor, in order. The cursor moves in
@@ -31,6 +32,7 @@ from airflow_octorpa.callbacks.reports import RouteAnswer, RunReport
 
 INBOX_PREFIX = "octorpa_inbox."
 DELIVERED_SUFFIX = ".delivered"
+RECEIVED_SUFFIX = ".received"
 INBOX_PATH = "/v1/inbox/"  # under ROUTE_PREFIX
 ASSET_SCHEME = "octorpa"
 MAX_PENDING = 1000  # reports kept for a watcher that is not (yet) there; then 429
@@ -76,6 +78,10 @@ def delivered_key(name: str) -> str:
     return record_key(name) + DELIVERED_SUFFIX
 
 
+def received_key(name: str) -> str:
+    return record_key(name) + RECEIVED_SUFFIX
+
+
 def asset_uri(name: str) -> str:
     return f"{ASSET_SCHEME}://inbox/{name}"
 
@@ -106,6 +112,7 @@ def create(session: Any, name: str, base_url: str) -> str:
         session.rollback()
         raise InboxError(f"An inbox named {name!r} exists; `octorpa inbox rotate {name}` gives it a new URL.")
     storage.insert_new(session, delivered_key(name), {"sequence": 0}, _DESCRIPTION)
+    storage.insert_new(session, received_key(name), {"sequence": 0}, _DESCRIPTION)
     session.commit()
     return _url(base_url, name, secret)
 
@@ -131,7 +138,7 @@ def delete(session: Any, name: str) -> int:
     cursor = _delivered(session, name)
     held = [report_key(name, sequence) for sequence in range(cursor + 1, int(stored["next_sequence"]))]
     table = Variable.__table__
-    keys = [record_key(name), delivered_key(name), *held]
+    keys = [record_key(name), delivered_key(name), received_key(name), *held]
     for chunk in storage.chunks(keys):
         session.execute(sql_delete(table).where(table.c.key.in_(chunk)))
     session.commit()
@@ -222,12 +229,23 @@ def accept(session: Any, token: str, report: RunReport, report_id: str | None) -
             continue
         payload = {"status": report.status, "outputs": report.outputs, "message": report.message,
                    "reported_at": now, "report_id": given_id, _MARKER: name, "sequence": sequence}  # fmt: skip
-        if not storage.insert_new(session, report_key(name, sequence), payload, _DESCRIPTION):
+        if not storage.insert_new(session, report_key(name, sequence), payload, _DESCRIPTION) or not _note_received(
+            session, name, sequence
+        ):
             session.rollback()
             continue
         session.commit()
         return RouteAnswer(200, {"accepted": True, "report_id": given_id})
     return RouteAnswer(503, {"accepted": False, "error": "The inbox is busy; send the report again."})
+
+
+def _note_received(session: Any, name: str, sequence: int) -> bool:
+    """Move the small counter the watcher polls (the record itself is too big to read each second;
+    probing for the next report would make Airflow 3.0's Task SDK log a not-found error each poll)."""
+    raw, _ = storage.read_row(session, received_key(name)) or (None, None)
+    if raw is None:
+        return storage.insert_new(session, received_key(name), {"sequence": sequence}, _DESCRIPTION)
+    return storage.replace_if_unchanged(session, received_key(name), raw, {"sequence": sequence})
 
 
 def _fresh(entry: list[Any], now: float) -> bool:

@@ -38,8 +38,9 @@ class OctoRpaInboxTrigger(BaseEventTrigger):
     Emit each report an inbox accepted, in the order it arrived, as one asset event.
 
     Runs in the triggerer as an ``AssetWatcher``'s trigger: it reads the inbox's cursor (the last
-    report an event carries) and the reports after it, one Airflow Variable each, through the Task
-    SDK. The event's payload (the asset event's ``extra["payload"]``) is the report:
+    report an event carries) and counter (the last report accepted), then the reports between, one
+    Airflow Variable each, through the Task SDK. The event's payload (the asset event's
+    ``extra["payload"]``) is the report:
     ``{"status", "outputs", "message", "reported_at", "report_id", "octorpa_inbox", "sequence"}``.
     The cursor moves in the transaction that stores the event (the provider's listener), so a
     report is carried by exactly one event even when the triggerer is killed, or a second one
@@ -66,7 +67,7 @@ class OctoRpaInboxTrigger(BaseEventTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from asgiref.sync import sync_to_async
 
-        from airflow_octorpa.callbacks.inbox import delivered_key, report_key
+        from airflow_octorpa.callbacks.inbox import delivered_key, received_key, report_key
         from airflow_octorpa.storage import get_text, json_object
 
         read = sync_to_async(lambda key: json_object(get_text(key)))
@@ -83,11 +84,14 @@ class OctoRpaInboxTrigger(BaseEventTrigger):
                 await asyncio.sleep(self.poll_interval * 10)
                 continue
             warned = False
+            received = await self._cursor(read, received_key(self.inbox))
+            # An inbox made before the counter existed has none until its next report: probe then.
+            last = cursor + BATCH if received is None else min(received, cursor + BATCH)
             held = []
-            for sequence in range(cursor + 1, cursor + 1 + BATCH):
+            for sequence in range(cursor + 1, last + 1):
                 report = await read(report_key(self.inbox, sequence))
                 if report is None or report.get("sequence") != sequence:
-                    break  # none after it yet (reports are numbered without a gap)
+                    break  # taken meanwhile (another triggerer's event): the cursor says, next round
                 held.append(report)
             if not held:
                 await asyncio.sleep(self.poll_interval)

@@ -7,6 +7,7 @@ asserts on what the emulator received.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -276,3 +277,83 @@ def test_a_cancel_asked_while_a_worker_is_dead_still_reaches_the_apps(cluster, e
     ] * 2
     heard = [run["callback"]["cancelled_at"] - run["callback"]["progress"][0]["sent_at"] for run in runs]
     print(f"distributed: cancel apps=2 heard_after_first_progress={max(heard):.1f}s worker_killed=worker-1")
+
+
+@pytest.mark.timeout(900)
+def test_two_triggerers_carry_each_inbox_report_once_in_order(cluster):
+    """Celery, HA triggerers: an inbox's watcher runs in one of two triggerers. That one is frozen
+    (SIGSTOP) with reports arriving: the other takes the watcher over, and when the frozen one
+    thaws both run it for a moment. Every report answered 200 schedules exactly once, in order."""
+    import os
+    import signal
+    import subprocess
+
+    import requests
+
+    from tests.support.airflow_cluster import NO_LOG_SERVER, Component
+    from tests.support.cli_output import OCTORPA
+
+    uri, dag_id = "octorpa://inbox/test-orders", "octorpa_inbox_consumer"
+    second = Component("triggerer-2", ("triggerer", *NO_LOG_SERVER), {"OCTORPA_WORKER_NAME": "triggerer-2"})
+    cluster.start_component(second)
+    frozen: list[str] = []
+    try:
+        cluster.wait_for_dags(dag_id, timeout=300)
+        created = subprocess.run([OCTORPA, "inbox", "create", "test-orders"], env=cluster.env, capture_output=True,
+                                 text=True, timeout=120, check=False)  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        (url,) = [word for word in created.stdout.split() if word.startswith(f"http://127.0.0.1:{cluster.port}/")]
+
+        def send(n: int) -> None:
+            answer = requests.post(url, json={"status": "succeeded", "outputs": {"n": n}, "report_id": f"o-{n}"},
+                                   timeout=30)  # fmt: skip
+            assert answer.status_code == 200, answer.text
+
+        def events() -> list[int]:
+            rows = cluster._query(
+                "SELECT e.extra::text FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.uri = ? "
+                "ORDER BY e.id", uri,
+            )  # fmt: skip
+            return [json.loads(extra)["payload"]["outputs"]["n"] for (extra,) in rows]
+
+        def holder() -> str | None:
+            rows = cluster._query(
+                "SELECT j.hostname FROM asset_watcher w JOIN asset a ON a.id = w.asset_id "
+                "JOIN trigger t ON t.id = w.trigger_id JOIN job j ON j.id = t.triggerer_id WHERE a.uri = ?", uri,
+            )  # fmt: skip
+            return rows[0][0] if rows else None
+
+        cluster.wait_for(lambda: holder() is not None, 180, "a triggerer to run the inbox's watcher")
+        for n in (1, 2, 3):
+            send(n)
+        cluster.wait_for(lambda: len(events()) == 3, 120, "the first reports' asset events")
+        first = holder()
+        frozen.append(second.name if first == "triggerer-2" else "triggerer")
+        os.killpg(cluster.processes[frozen[0]].pid, signal.SIGSTOP)
+        for n in (4, 5, 6):
+            send(n)
+        cluster.wait_for(lambda: holder() not in (None, first), 180, "the other triggerer to take the watcher over")
+        cluster.wait_for(lambda: len(events()) >= 6, 120, "the reports sent while one triggerer was frozen")
+        os.killpg(cluster.processes[frozen.pop()].pid, signal.SIGCONT)  # it still runs its copy for a moment
+        for n in (7, 8):
+            send(n)
+        cluster.wait_for(lambda: len(events()) >= 8, 120, "the reports sent after it thawed")
+        time.sleep(10)  # a report emitted twice would be stored by now
+        assert events() == list(range(1, 9))
+
+        def runs() -> list[tuple[str, str]]:
+            return cluster._query("SELECT run_id, state FROM dag_run WHERE dag_id = ? ORDER BY id", dag_id)
+
+        queued = "SELECT COUNT(*) FROM asset_dag_run_queue WHERE target_dag_id = ?"
+        cluster.wait_for(
+            lambda: cluster._query(queued, dag_id) == [(0,)] and runs() and all(s in ("success", "failed") for _, s in runs()),
+            300,
+            "the DAG runs the inbox's events scheduled",
+        )  # fmt: skip
+        loaded = [pair for run_id, _ in runs() for pair in cluster.xcom_values(dag_id, run_id, "load")[-1]]
+        assert [n for n, _ in loaded] == list(range(1, 9)), loaded  # each once, in order (PostgreSQL locks rows)
+        print(f"distributed: inbox reports=8 events={len(events())} runs={len(runs())} frozen_triggerer={first}")
+    finally:
+        for name in frozen:
+            os.killpg(cluster.processes[name].pid, signal.SIGCONT)
+        cluster.kill(second.name)

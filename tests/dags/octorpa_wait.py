@@ -35,7 +35,8 @@ with DAG(
         retry_delay=timedelta(seconds=15),
     )
 
-    @task
+    # The same retries: the wait may find the report at once and this task start during the restart.
+    @task(retries=4, retry_delay=timedelta(seconds=15))
     def ship(report: dict) -> str:
         """What a downstream task does with the app's outputs."""
         return str(report["outputs"]["waybill"])

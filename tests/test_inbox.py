@@ -335,6 +335,77 @@ def test_each_report_is_one_asset_event_in_order_whatever_is_emitted_again(route
     assert "0" in [line.split()[-1] for line in octorpa("inbox", "list").stdout.splitlines() if line.startswith(name)]
 
 
+def _asset_run(dag_id: str, run_id: str, consumed: list[int], run_after) -> int:
+    """An asset-triggered DAG run as the scheduler creates it: the events it takes, its queue
+    entry deleted in the same transaction; its id."""
+    from airflow.models.asset import AssetDagRunQueue, AssetEvent
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunType
+    from sqlalchemy import delete, select
+
+    with create_session() as session:
+        run = DagRun(dag_id=dag_id, run_id=run_id, run_type=DagRunType.ASSET_TRIGGERED, run_after=run_after,
+                     logical_date=None, state=DagRunState.QUEUED)  # fmt: skip
+        run.consumed_asset_events.extend(session.scalars(select(AssetEvent).where(AssetEvent.id.in_(consumed))))
+        session.add(run)
+        session.execute(delete(AssetDagRunQueue).where(AssetDagRunQueue.target_dag_id == dag_id))
+        session.flush()
+        return run.id
+
+
+def _starts(run_id: int) -> None:
+    """The scheduler starting the run: its listeners are told in its own transaction."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    from airflow_octorpa.plugins import inbox_events
+
+    with create_session() as session:
+        run = session.get(DagRun, run_id)
+        run.state = DagRunState.RUNNING
+        inbox_events.on_dag_run_running(dag_run=run, msg="started")
+
+
+@needs_airflow_3
+def test_an_event_a_run_creation_passed_on_sqlite_is_queued_again_as_that_run_starts(route, reads_as_a_server):
+    """SQLite has no row locks: an event committed between the scheduler's read of the queue entry
+    and its commit is in no run, and its entry is deleted with the run's creation."""
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    from airflow_octorpa.triggers.inbox import OctoRpaInboxTrigger
+
+    name = _name()
+    url = _create(name, route)
+    dag_id, trigger_id = _watched(name)
+    for n in (1, 2):
+        assert requests.post(url, json={"status": "succeeded", "outputs": {"n": n}}, timeout=30).status_code == 200
+    reports = asyncio.run(asyncio.wait_for(_first_events(OctoRpaInboxTrigger(inbox=name), 2), 30))
+    _submit(trigger_id, reports[0])
+    run_after = _queue_date(dag_id)
+    with create_session() as session:
+        first_event = session.scalar(select(func.max(AssetEvent.id)))
+    _submit(trigger_id, reports[1])  # committed while the scheduler creates the run of the first
+    first_run = _asset_run(dag_id, "asset_triggered__1", [first_event], run_after)
+    assert _events(name) == [1, 2] and _queued(dag_id) == 0  # 2 would wait for the asset's next event
+
+    _starts(first_run)
+    assert _queued(dag_id) == 1 and _queue_date(dag_id) >= _last_event_date(name)
+    _starts(first_run)  # told again: the entry is there, nothing more
+    assert _queued(dag_id) == 1
+
+    with create_session() as session:
+        second_event = session.scalar(select(func.max(AssetEvent.id)))
+    second_run = _asset_run(dag_id, "asset_triggered__2", [second_event], _queue_date(dag_id))
+    _starts(second_run)
+    _starts(first_run)
+    assert _queued(dag_id) == 0  # every event is in a run: nothing to queue
+
+
 @needs_airflow_3
 def test_the_trigger_emits_what_is_after_the_cursor_and_waits_for_an_inbox_that_is_not_there_yet(
     route, reads_as_a_server

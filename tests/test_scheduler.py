@@ -614,16 +614,9 @@ def test_an_inbox_schedules_each_report_once_in_order_across_a_killed_triggerer(
     loaded = [
         pair for run_id, _ in runs() for pair in cluster.xcom_values("octorpa_inbox_consumer", run_id, "load")[-1]
     ]
-    consumed = [n for n, _ in loaded]
-    assert consumed == sorted(set(consumed)) and consumed[:1] == [1], loaded  # each at most once, in order
-    assert all(outputs == {"n": n} for n, outputs in loaded)
-    # On SQLite (no row locks) an event committed while the scheduler creates a run can wait for
-    # the asset's next event (see the Inbox page): it is stored once, in no run yet.
-    unconsumed = cluster._query(
-        "SELECT COUNT(*) FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.uri = ? AND e.id NOT IN "
-        "(SELECT event_id FROM dagrun_asset_event)", "octorpa://inbox/test-orders",
-    )[0][0]  # fmt: skip
-    assert len(consumed) + unconsumed == 5
+    # Each once, in order, none left behind: on SQLite (no row locks) an event committed while the
+    # scheduler creates a run is queued again by the provider's listener as that run starts.
+    assert [n for n, _ in loaded] == [1, 2, 3, 4, 5], loaded
     time.sleep(5)  # a re-emitted report would show by now
     assert events() == 5
     listed = subprocess.run([OCTORPA, "inbox", "list"], env=cluster.env, capture_output=True, text=True, timeout=120)

@@ -165,6 +165,7 @@ def test_the_quick_start_runs_on_a_fresh_airflow(deployment, checkout, emulator)
     assert int(pool["slots"]) == 5 and str(pool["include_deferred"]).lower() == "true"
 
 
+@pytest.mark.timeout(900)  # make demo starts Airflow's components three times: about 2 to 5 minutes
 def test_the_checkout_commands_run_or_are_what_ci_runs(emulator):
     (block,) = [b for b in readme_blocks() if b.section == "From a checkout"]
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")

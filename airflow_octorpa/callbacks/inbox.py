@@ -400,6 +400,44 @@ def _queue_now(session: Any, asset_id: int, dag_id: str) -> Any:
     return update(Queued).where(Queued.asset_id == asset_id, Queued.target_dag_id == dag_id).values(created_at=now)
 
 
+def requeue_stranded(session: Any, dag_run: Any) -> int:
+    """Queue again the inbox events that the scheduler's run creation stranded (SQLite); how many
+    queue entries it wrote.
+
+    On SQLite (no row locks) an event committed between the scheduler's read of a queue entry and
+    its commit is not in the run it creates, and the entry is deleted with the run's creation: the
+    event would wait for the asset's next one. Called as that run starts, in the scheduler's own
+    transaction: an inbox event after the run's date, in no run of its DAG, with no queue entry,
+    gets one dated now, so the scheduler's next loop creates the run that takes it.
+    """
+    from airflow.models.asset import AssetDagRunQueue as Queued
+    from airflow.models.asset import AssetEvent, AssetModel, DagScheduleAssetReference
+    from airflow.models.base import Base
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import select
+
+    consumed = Base.metadata.tables["dagrun_asset_event"]
+    runs_of_dag = select(DagRun.id).where(DagRun.dag_id == dag_run.dag_id)
+    in_a_run = select(consumed.c.event_id).where(consumed.c.dag_run_id.in_(runs_of_dag))
+    queued = select(Queued.asset_id).where(Queued.target_dag_id == dag_run.dag_id)
+    stranded = session.scalars(
+        select(AssetEvent.asset_id)
+        .distinct()
+        .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+        .join(DagScheduleAssetReference, DagScheduleAssetReference.asset_id == AssetEvent.asset_id)
+        .where(
+            DagScheduleAssetReference.dag_id == dag_run.dag_id,
+            AssetModel.uri.startswith(f"{ASSET_SCHEME}://inbox/"),
+            AssetEvent.timestamp > dag_run.run_after,
+            AssetEvent.id.not_in(in_a_run),
+            AssetEvent.asset_id.not_in(queued),
+        )
+    ).all()
+    for asset_id in stranded:
+        session.execute(_queue_now(session, asset_id, dag_run.dag_id))
+    return len(stranded)
+
+
 @dataclass
 class _TransactionState:
     taken: set[tuple[str, int]] = field(default_factory=set)  # (inbox, sequence) delivered

@@ -1,4 +1,5 @@
-"""The listener that stores an inbox's report in exactly one asset event (Airflow 3).
+"""The listener that stores an inbox's report in exactly one asset event (Airflow 3), and, on
+SQLite, queues again an event that the scheduler's run creation stranded.
 
 ``Trigger.submit_event`` stores an asset watcher's event in the triggerer's scoped session and
 tells listeners before it commits; this joins that transaction (see
@@ -32,3 +33,24 @@ def on_asset_changed(asset: Any) -> None:
         log.warning(
             "Could not check the Octopus RPA inbox events of asset %s.", getattr(asset, "uri", asset), exc_info=True
         )
+
+
+@hookimpl
+def on_dag_run_running(dag_run: Any, msg: str) -> None:
+    from sqlalchemy.orm import object_session
+
+    session = object_session(dag_run)
+    if session is None or session.get_bind().dialect.name != "sqlite" or not _asset_triggered(dag_run):
+        return  # PostgreSQL and MySQL lock the queue entry: the event's write waits, then queues a run
+    from airflow_octorpa.callbacks.inbox import requeue_stranded
+
+    try:  # the scheduler's own transaction: on SQLite a failed statement undoes itself alone
+        if requeued := requeue_stranded(session, dag_run):
+            log.info("Queued %d Octopus RPA inbox event(s) of %s's assets again: a run had passed them.",
+                     requeued, dag_run.dag_id)  # fmt: skip
+    except Exception:  # a listener's error must not stop the scheduler
+        log.warning("Could not check for Octopus RPA inbox events that %s passed.", dag_run, exc_info=True)
+
+
+def _asset_triggered(dag_run: Any) -> bool:
+    return str(getattr(dag_run.run_type, "value", dag_run.run_type)) == "asset_triggered"

@@ -63,3 +63,4 @@ bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.rate_limit
 	$(BIN)/python -m benchmarks.run_end
 	$(BIN)/python -m benchmarks.cancel
+	$(BIN)/python -m benchmarks.inbox

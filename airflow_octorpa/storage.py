@@ -245,14 +245,22 @@ def delete_checked(key: str) -> None:
 # -- Variables in the metadata database (the route, the scheduler) -------------------------------
 
 
-def read_row(session: Any, key: str) -> tuple[str | None, dict[str, Any] | None] | None:
+def read_row(session: Any, key: str, lock: bool = False) -> tuple[str | None, dict[str, Any] | None] | None:
     """A Variable's stored value (as is, for :func:`replace_if_unchanged`) and its JSON object (None
-    when it cannot be read: another Fernet key, not JSON); None when there is no such Variable."""
+    when it cannot be read: another Fernet key, not JSON); None when there is no such Variable.
+
+    ``lock``: hold the row until the transaction ends where the database locks rows (Airflow's
+    ``with_row_locks``: PostgreSQL, MySQL), so writers of one hot row queue instead of retrying."""
     from airflow.models.variable import Variable
     from sqlalchemy import select
 
     table = Variable.__table__
-    row = session.execute(select(table.c.val, table.c.is_encrypted).where(table.c.key == key)).first()
+    query = select(table.c.val, table.c.is_encrypted).where(table.c.key == key)
+    if lock:
+        from airflow.utils.sqlalchemy import with_row_locks
+
+        query = with_row_locks(query, session=session)
+    row = session.execute(query).first()
     if row is None:
         return None
     return row.val, _decoded(row.val, row.is_encrypted)

@@ -205,8 +205,8 @@ def accept(session: Any, token: str, report: RunReport, report_id: str | None) -
         return NOT_FOUND
     key = INBOX_PREFIX + token[:32]
     repeat_key = "id:" + _sha256(report_id) if report_id is not None else "body:" + _sha256(_canonical(report))
-    for _ in range(20):  # api-server workers racing on one inbox: each round re-reads
-        raw, stored = storage.read_row(session, key) or (None, None)
+    for _ in range(20):  # SQLite has no row lock: writers racing on one inbox re-read
+        raw, stored = storage.read_row(session, key, lock=True) or (None, None)
         if stored is None:
             return NOT_FOUND
         if not hmac.compare_digest(str(stored.get("token_sha256", "")), _sha256(token[32:])):

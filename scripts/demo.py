@@ -321,7 +321,7 @@ def _inbox_demo(emulator_url: str) -> None:
         )
         urllib.request.urlopen(request, timeout=10).close()
         print("==> the emulator starts two runs of the order app by its own schedule; each reports to the inbox")
-        _wait_until(lambda: len(_inbox_outputs()) >= 2, 240, f"the DAG runs of {INBOX_DAG_ID}")
+        _wait_until(lambda: sum(map(len, _inbox_outputs().values())) >= 2, 240, f"the DAG runs of {INBOX_DAG_ID}")
         _print_inbox_results(emulator_url)
     finally:
         for component in components:
@@ -329,17 +329,17 @@ def _inbox_demo(emulator_url: str) -> None:
         print("==> Airflow's scheduler, triggerer and DAG processor stopped")
 
 
-def _inbox_outputs() -> list[tuple[str, object]]:
-    """Each finished run of the inbox's DAG and what its task returned."""
+def _inbox_outputs() -> dict[str, list[object]]:
+    """Each finished run of the inbox's DAG and the outputs of the reports its task loaded."""
     rows = _query(
         "SELECT r.run_id, x.value FROM dag_run r JOIN xcom x ON x.dag_run_id = r.id AND x.task_id = 'load_orders' "
         "AND x.key = 'return_value' WHERE r.dag_id = ? AND r.state = 'success' ORDER BY r.id",
         INBOX_DAG_ID,
     )
-    found = []
+    found = {}
     for run_id, value in rows:
         loaded = json.loads(value)
-        found.extend((run_id, outputs) for outputs in (json.loads(loaded) if isinstance(loaded, str) else loaded))
+        found[run_id] = json.loads(loaded) if isinstance(loaded, str) else loaded
     return found
 
 
@@ -351,10 +351,7 @@ def _print_inbox_results(emulator_url: str) -> None:
         print(
             f"The emulator's schedule started run {run['flow_process_no']}; its report to the inbox was answered {answers}"
         )
-    by_run: dict[str, list[object]] = {}
-    for run_id, outputs in _inbox_outputs():
-        by_run.setdefault(run_id, []).append(outputs)
-    for run_id, loaded in by_run.items():
+    for run_id, loaded in _inbox_outputs().items():
         print(
             f"  DAG run {run_id} of {INBOX_DAG_ID} loaded {len(loaded)} report(s), "
             f"the app's outputs {json.dumps(loaded, ensure_ascii=False)}"

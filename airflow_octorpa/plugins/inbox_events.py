@@ -37,10 +37,11 @@ def on_asset_changed(asset: Any) -> None:
 
 @hookimpl
 def on_dag_run_running(dag_run: Any, msg: str) -> None:
+    from airflow.utils.types import DagRunType
     from sqlalchemy.orm import object_session
 
     session = object_session(dag_run)
-    if session is None or session.get_bind().dialect.name != "sqlite" or not _asset_triggered(dag_run):
+    if session is None or session.get_bind().dialect.name != "sqlite" or dag_run.run_type != DagRunType.ASSET_TRIGGERED:
         return  # PostgreSQL and MySQL lock the queue entry: the event's write waits, then queues a run
     from airflow_octorpa.callbacks.inbox import requeue_stranded
 
@@ -50,7 +51,3 @@ def on_dag_run_running(dag_run: Any, msg: str) -> None:
                      requeued, dag_run.dag_id)  # fmt: skip
     except Exception:  # a listener's error must not stop the scheduler
         log.warning("Could not check for Octopus RPA inbox events that %s passed.", dag_run, exc_info=True)
-
-
-def _asset_triggered(dag_run: Any) -> bool:
-    return str(getattr(dag_run.run_type, "value", dag_run.run_type)) == "asset_triggered"

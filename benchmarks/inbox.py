@@ -17,19 +17,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
 
 from benchmarks.percentiles import p95
-from benchmarks.rate_limit import SETTINGS, _deployment, _variable_scans
+from benchmarks.rate_limit import SETTINGS, deployment, variable_scans
 from tests.support.airflow_cluster import AirflowCluster, Component
-from tests.support.cli_output import OCTORPA
 
 CLIENTS = 16
 WATCHED, HELD = "test-orders", "bench-held"  # the consumer DAG's inbox; one no DAG watches
@@ -37,18 +36,7 @@ DAG_ID = "octorpa_inbox_consumer"
 IDLE_SECONDS = 60.0
 
 
-def _create(cluster: AirflowCluster, name: str) -> str:
-    printed = _octorpa(cluster, "inbox", "create", name)
-    (url,) = [word for word in printed.split() if word.startswith(f"http://127.0.0.1:{cluster.port}/")]
-    return url
-
-
-def _octorpa(cluster: AirflowCluster, *args: str) -> str:
-    done = subprocess.run([OCTORPA, *args], env=cluster.env, capture_output=True, text=True, timeout=120, check=True)
-    return done.stdout
-
-
-def _per_second(count: int, send: object) -> tuple[float, int]:
+def _per_second(count: int, send: Callable[[int], int]) -> tuple[float, int]:
     """``count`` calls of ``send(i)`` from CLIENTS threads; calls per second and busy answers."""
     busy = 0
     lock = threading.Lock()
@@ -128,9 +116,9 @@ def latency_line(cluster: AirflowCluster, url: str, reports: int, every: float) 
 def idle_line(cluster: AirflowCluster) -> str:
     from airflow_octorpa.triggers.inbox import DEFAULT_POLL_INTERVAL
 
-    before, since = _variable_scans(cluster), time.time()
+    before, since = variable_scans(cluster), time.time()
     time.sleep(IDLE_SECONDS)
-    after, until = _variable_scans(cluster), time.time()
+    after, until = variable_scans(cluster), time.time()
     index_reads, table_scans = (a - b for a, b in zip(after, before, strict=True))
     per_second = (index_reads + table_scans) / (until - since)
     goal = 2 / DEFAULT_POLL_INTERVAL
@@ -146,16 +134,16 @@ def main() -> int:
     parser.add_argument("--latency-n", type=int, default=20, help="reports for the latency line")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="octorpa-bench-inbox-") as home:
-        with _deployment("local", Path(home), {}, SETTINGS["default"], postgres=True) as cluster:
+        with deployment("local", Path(home), {}, SETTINGS["default"], postgres=True) as cluster:
             cluster.wait_for_dags(DAG_ID, timeout=300)
-            watched = _create(cluster, WATCHED)
+            watched = cluster.create_inbox(WATCHED)
             cluster.wait_for(
                 lambda: cluster._query("SELECT 1 FROM asset_watcher w JOIN trigger t ON t.id = w.trigger_id "
                                        "WHERE t.triggerer_id IS NOT NULL"),
                 180, "the inbox's watcher to run",
             )  # fmt: skip
             for workers in (1, 4):  # a new inbox each: its record's repeat keys grow with its reports
-                held = _create(cluster, f"{HELD}-{workers}")
+                held = cluster.create_inbox(f"{HELD}-{workers}")
                 print(accept_line(cluster, held, workers, args.accept_n), flush=True)
             _restart_api_server(cluster, 1)
             print(latency_line(cluster, watched, args.latency_n, every=4.0), flush=True)

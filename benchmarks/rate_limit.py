@@ -73,7 +73,7 @@ def rate_limit_line(
             }
         }
         dag_id = f"octorpa_burst_{mode}"
-        with _deployment(executor, Path(home), connections, SETTINGS[settings], other_clock) as cluster:
+        with deployment(executor, Path(home), connections, SETTINGS[settings], other_clock) as cluster:
             cluster.wait_for_dags(dag_id, timeout=300)
             cluster.trigger(dag_id, "bench", {"n": n, "tag": mode})
             state = cluster.wait_for_run(dag_id, "bench", timeout=60 + 20 * n)
@@ -96,7 +96,7 @@ def rate_limit_line(
 
 
 @contextlib.contextmanager
-def _deployment(
+def deployment(
     executor: str,
     home: Path,
     connections: dict,
@@ -230,7 +230,7 @@ def callback_line(n: int, executor: str, report_after: float) -> str:
             "extra": {"rate_limits": CALLBACK_LIMITS},
         }
         # On PostgreSQL, whose statistics count the reads, and Airflow's default settings.
-        with _deployment(
+        with deployment(
             executor, Path(home), {"octorpa_callbacks": connection}, SETTINGS["default"], postgres=True
         ) as cluster:
             cluster.wait_for_dags(CALLBACK_DAG, timeout=300)
@@ -246,9 +246,9 @@ def callback_line(n: int, executor: str, report_after: float) -> str:
             # Reads are counted while every sensor waits and no report has come yet: what waiting
             # costs, apart from the reports' own writes and the clean-up when the DAG run ends.
             waiting_at_once = _count(cluster, "wait", "deferred")
-            scans_before, counted_from = _variable_scans(cluster), time.time()
+            scans_before, counted_from = variable_scans(cluster), time.time()
             cluster.wait_for(lambda: _first_report(emulator) is not None, report_after + 60, "the first report")
-            scans_after, counted_to = _variable_scans(cluster, settle=0), time.time()
+            scans_after, counted_to = variable_scans(cluster, settle=0), time.time()
             index_reads, table_scans = (after - before for after, before in zip(scans_after, scans_before, strict=True))
             reads = index_reads + table_scans
             counted = min(counted_to, _first_report(emulator) or counted_to) - counted_from
@@ -293,7 +293,7 @@ def _first_report(emulator: OctoRpaEmulator) -> float | None:
     return min(sent) if sent else None
 
 
-def _variable_scans(cluster: AirflowCluster, settle: float = 1.5) -> tuple[int, int]:
+def variable_scans(cluster: AirflowCluster, settle: float = 1.5) -> tuple[int, int]:
     """Index reads and whole-table scans of the ``variable`` table so far, as PostgreSQL counts them."""
     time.sleep(settle)  # PostgreSQL publishes a backend's counts within a second of its transaction
     ((index_reads, table_scans),) = cluster._query(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import subprocess
 import tempfile
 import time
 import uuid
@@ -568,13 +567,8 @@ def test_an_inbox_schedules_each_report_once_in_order_across_a_killed_triggerer(
     """Reports sent to an inbox reach the real api-server; the real triggerer's watcher turns each
     into one asset event, which the scheduler turns into DAG runs. The triggerer is killed with
     reports held and more arrive while it is down: each still schedules exactly once, in order."""
-    from tests.support.cli_output import OCTORPA
-
     cluster.wait_for_dags("octorpa_inbox_consumer")
-    created = subprocess.run([OCTORPA, "inbox", "create", "test-orders"], env=cluster.env, capture_output=True,
-                             text=True, timeout=120, check=False)  # fmt: skip
-    assert created.returncode == 0, created.stderr
-    (url,) = [line for line in created.stdout.split() if line.startswith(f"http://127.0.0.1:{cluster.port}/")]
+    url = cluster.create_inbox("test-orders")
 
     def send(n: int, **extra) -> requests.Response:
         answer = requests.post(url, json={"status": "succeeded", "outputs": {"n": n}, **extra}, timeout=30)
@@ -619,8 +613,8 @@ def test_an_inbox_schedules_each_report_once_in_order_across_a_killed_triggerer(
     assert [n for n, _ in loaded] == [1, 2, 3, 4, 5], loaded
     time.sleep(5)  # a re-emitted report would show by now
     assert events() == 5
-    listed = subprocess.run([OCTORPA, "inbox", "list"], env=cluster.env, capture_output=True, text=True, timeout=120)
-    (row,) = [line.split() for line in listed.stdout.splitlines() if line.startswith("test-orders ")]
+    listed = cluster.octorpa("inbox", "list")
+    (row,) = [line.split() for line in listed.splitlines() if line.startswith("test-orders ")]
     assert row[-3:] == ["5", "5", "0"]
     for log in (cluster.home / "component-logs").glob("*.log"):  # the route blanked the token
         assert url[-43:] not in log.read_text(errors="replace"), log.name

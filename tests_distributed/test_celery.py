@@ -8,6 +8,8 @@ asserts on what the emulator received.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -285,14 +287,9 @@ def test_two_triggerers_one_frozen_then_one_killed_carry_each_inbox_report_once_
     (SIGSTOP) with reports arriving: the other takes the watcher over, and when the frozen one
     thaws both run it for a moment. Then the one running it is killed (kill -9) right after two
     answers. Every report answered 200 schedules exactly once, in order."""
-    import os
-    import signal
-    import subprocess
-
     import requests
 
     from tests.support.airflow_cluster import NO_LOG_SERVER, Component
-    from tests.support.cli_output import OCTORPA
 
     uri, dag_id = "octorpa://inbox/test-orders", "octorpa_inbox_consumer"
     second = Component("triggerer-2", ("triggerer", *NO_LOG_SERVER), {"OCTORPA_WORKER_NAME": "triggerer-2"})
@@ -300,10 +297,7 @@ def test_two_triggerers_one_frozen_then_one_killed_carry_each_inbox_report_once_
     frozen: list[str] = []
     try:
         cluster.wait_for_dags(dag_id, timeout=300)
-        created = subprocess.run([OCTORPA, "inbox", "create", "test-orders"], env=cluster.env, capture_output=True,
-                                 text=True, timeout=120, check=False)  # fmt: skip
-        assert created.returncode == 0, created.stderr
-        (url,) = [word for word in created.stdout.split() if word.startswith(f"http://127.0.0.1:{cluster.port}/")]
+        url = cluster.create_inbox("test-orders")
 
         def send(n: int) -> None:
             answer = requests.post(url, json={"status": "succeeded", "outputs": {"n": n}, "report_id": f"o-{n}"},

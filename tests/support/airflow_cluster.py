@@ -135,6 +135,22 @@ class AirflowCluster:
             raise RuntimeError(f"airflow {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         return done.stdout
 
+    def octorpa(self, *args: str, timeout: float = 120) -> str:
+        """Run this environment's ``octorpa`` command against the cluster's database; what it printed."""
+        octorpa = str(Path(sys.executable).with_name("octorpa"))
+        done = subprocess.run(
+            [octorpa, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"octorpa {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        return done.stdout
+
+    def create_inbox(self, name: str) -> str:
+        """``octorpa inbox create``: the inbox's URL, printed once, on this cluster's api-server."""
+        printed = self.octorpa("inbox", "create", name)
+        (url,) = [word for word in printed.split() if word.startswith(f"http://127.0.0.1:{self.port}/")]
+        return url
+
     def prepare(self, connections: dict[str, dict[str, Any]], pool_size: int = 5) -> None:
         """Migrate the database, create the ``octorpa`` pool and the connections."""
         self.home.mkdir(parents=True, exist_ok=True)
